@@ -1,0 +1,1 @@
+"""trace's recorder: eBPF syscall capture written as self-contained Parquet segments."""
