@@ -1,0 +1,2 @@
+"""Falco condition language: tokenizer, parser, AST, macro/list expansion and
+evt.type inference, following libsinsp's filter grammar."""
