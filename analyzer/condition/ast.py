@@ -113,11 +113,12 @@ class Node:
         return fn(node)
 
     def shape(self) -> Any:
-        """The node as plain data without spans: for structural equality in
-        tests (round trips) where positions legitimately differ."""
+        """The node as plain data without spans or raw source spelling: for
+        structural equality (round trips) where positions and quoting style
+        legitimately differ."""
         out: list[Any] = [type(self).__name__]
         for f in fields(self):
-            if f.name == "span":
+            if f.name in ("span", "raw"):
                 continue
             value = getattr(self, f.name)
             if isinstance(value, Node):
@@ -229,13 +230,24 @@ class ListName(Node):
 class Transformer(Node):
     """A field transformer: ``tolower(proc.name)``, ``len(proc.args)``,
     ``join(", ", proc.args)``, ``concat(proc.name, "-", proc.pid)``.
-    ``args`` are fields, nested transformers, literals, or list literals
-    (libsinsp's transformer argument grammar)."""
+    ``args`` are fields, nested transformers, literals (quoted strings or
+    numbers) or ``ArgList``s (libsinsp's transformer argument grammar)."""
 
     name: str
     args: tuple["TransformerArg", ...]
     span: Span = NO_SPAN
     child_fields: ClassVar[tuple[str, ...]] = ("args",)
+
+
+@dataclass(frozen=True)
+class ArgList(Node):
+    """A parenthesised list inside transformer arguments, e.g. the second
+    argument of ``concat(proc.name, (a, b))``: items may be fields,
+    transformers or constants (libsinsp's TransformerList)."""
+
+    items: tuple["TransformerArg", ...]
+    span: Span = NO_SPAN
+    child_fields: ClassVar[tuple[str, ...]] = ("items",)
 
 
 @dataclass(frozen=True)
@@ -271,5 +283,5 @@ class Comparison(Node):
 
 Operand = Union[FieldRef, Transformer]
 Value = Union[Literal, ListLiteral, ListName, FieldValue, Transformer]
-TransformerArg = Union[FieldRef, Transformer, Literal, ListLiteral]
+TransformerArg = Union[FieldRef, Transformer, Literal, ArgList]
 Expr = Union[Or, And, Not, Comparison, MacroRef]

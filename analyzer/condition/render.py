@@ -45,13 +45,16 @@ def render(node: ast.Node) -> str:
         arg = node.arg if re.fullmatch(r"[^\]\[\"'\s]+", node.arg) else quote(node.arg)
         return f"{node.name}[{arg}]"
     if isinstance(node, ast.Transformer):
-        return f"{node.name}({', '.join(render(a) for a in node.args)})"
+        args = (quote(a.value) if isinstance(a, ast.Literal) and not _is_number_text(a) else render(a) for a in node.args)
+        return f"{node.name}({', '.join(args)})"
     if isinstance(node, ast.FieldValue):
         return f"val({render(node.field)})"
     if isinstance(node, ast.Literal):
         return value_text(node)
     if isinstance(node, ast.ListLiteral):
         return "(" + ", ".join(value_text(i) for i in node.items) + ")"
+    if isinstance(node, ast.ArgList):
+        return "(" + ", ".join(render(i) for i in node.items) + ")"
     if isinstance(node, ast.ListName):
         return node.name
     if isinstance(node, ast.Comparison):
