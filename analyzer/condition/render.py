@@ -45,8 +45,7 @@ def render(node: ast.Node) -> str:
         arg = node.arg if re.fullmatch(r"[^\]\[\"'\s]+", node.arg) else quote(node.arg)
         return f"{node.name}[{arg}]"
     if isinstance(node, ast.Transformer):
-        args = (quote(a.value) if isinstance(a, ast.Literal) and not _is_number_text(a) else render(a) for a in node.args)
-        return f"{node.name}({', '.join(args)})"
+        return f"{node.name}({', '.join(_arg_text(a) for a in node.args)})"
     if isinstance(node, ast.FieldValue):
         return f"val({render(node.field)})"
     if isinstance(node, ast.Literal):
@@ -54,7 +53,7 @@ def render(node: ast.Node) -> str:
     if isinstance(node, ast.ListLiteral):
         return "(" + ", ".join(value_text(i) for i in node.items) + ")"
     if isinstance(node, ast.ArgList):
-        return "(" + ", ".join(render(i) for i in node.items) + ")"
+        return "(" + ", ".join(_arg_text(i) for i in node.items) + ")"
     if isinstance(node, ast.ListName):
         return node.name
     if isinstance(node, ast.Comparison):
@@ -74,6 +73,13 @@ def _comparison(node: ast.Comparison) -> str:
     if node.modifier:
         return f"{left} {node.op} {node.modifier} {text}"
     return f"{left} {node.op} {text}"
+
+
+def _arg_text(node: ast.Node) -> str:
+    """Transformer arguments admit only quoted strings and numbers as constants."""
+    if isinstance(node, ast.Literal) and not _is_number_text(node):
+        return quote(node.value)
+    return render(node)
 
 
 def _is_number_text(literal: ast.Literal) -> bool:
