@@ -1,0 +1,134 @@
+"""Container ids from cgroup paths, and cgroup id -> path for event batches.
+
+Falco derives `container.id` from the cgroup path: the 64-hex id a runtime
+embeds in its scope or directory name, cut to 12 characters, or `host`.
+Covered patterns (cgroup v1 and v2, systemd and cgroupfs drivers):
+
+* docker:      /docker/<id>, .../docker-<id>.scope
+* containerd:  .../cri-containerd-<id>.scope, /kubepods/.../<id>
+* cri-o:       .../crio-<id>.scope
+* podman:      .../libpod-<id>.scope, /libpod_parent/libpod-<id>/...
+  (`libpod-conmon-<id>.scope` is podman's monitor, a host process, as in Falco)
+
+Events carry the cgroup v2 id, the inode number of the cgroup's directory
+under the cgroup2 mount; `CgroupMap` walks that tree to map ids to paths.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+HOST = "host"
+CONTAINER_ID_LEN = 12
+
+_ID = r"([0-9a-f]{64})"
+_PATTERNS = (
+    re.compile(r"(?:^|/)docker-" + _ID + r"\.scope(?:/|$)"),
+    re.compile(r"(?:^|/)docker/" + _ID + r"(?:/|$)"),
+    re.compile(r"(?:^|/)cri-containerd-" + _ID + r"\.scope(?:/|$)"),
+    re.compile(r"(?:^|/)crio-" + _ID + r"\.scope(?:/|$)"),
+    re.compile(r"(?:^|/)libpod-" + _ID + r"(?:\.scope)?(?:/|$)"),
+    re.compile(r"(?:^|/)kubepods[^ ]*/" + _ID + r"(?:/|$)"),
+)
+
+
+def container_id_from_cgroup(path: str) -> str:
+    """Falco's container.id for a process in cgroup `path` ('host' when none)."""
+    for pattern in _PATTERNS:
+        match = pattern.search(path)
+        if match:
+            return match.group(1)[:CONTAINER_ID_LEN]
+    return HOST
+
+
+def container_id_from_proc_cgroup(text: str) -> str:
+    """container.id from the content of /proc/PID/cgroup (any hierarchy may name it)."""
+    for line in text.splitlines():
+        path = line.split(":", 2)[-1]
+        found = container_id_from_cgroup(path)
+        if found != HOST:
+            return found
+    return HOST
+
+
+def cgroup2_mount() -> Path | None:
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid hosts)."""
+    try:
+        with open("/proc/self/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == "cgroup2":
+                    return Path(fields[1])
+    except OSError:
+        pass
+    return None
+
+
+class CgroupMap:
+    """cgroup v2 id -> path (relative to the mount, starting with '/'), refreshed on misses.
+
+    A cgroup created during the capture (a new container) is found by
+    re-walking the tree, at most once per `refresh_interval` seconds. An id
+    whose cgroup is already gone stays unknown: its `container_id` is null.
+    """
+
+    def __init__(self, mount: Path | None = None, refresh_interval: float = 1.0):
+        self.mount = mount if mount is not None else cgroup2_mount()
+        self.refresh_interval = refresh_interval
+        self._paths: dict[int, str] = {}
+        self._container_of: dict[int, str | None] = {}
+        self._last_walk = float("-inf")
+        self.refresh()
+
+    def refresh(self) -> None:
+        self._last_walk = time.monotonic()
+        if self.mount is None:
+            return
+        paths = {}
+        for root, _dirs, _files in os.walk(self.mount):
+            try:
+                inode = os.stat(root).st_ino
+            except OSError:
+                continue  # removed while walking
+            rel = "/" + os.path.relpath(root, self.mount) if root != str(self.mount) else "/"
+            paths[inode] = rel
+        self._paths = paths
+        self._container_of = {}
+
+    def items(self) -> list[tuple[int, str]]:
+        return sorted(self._paths.items())
+
+    def path(self, cgroup_id: int) -> str | None:
+        if cgroup_id not in self._paths and time.monotonic() - self._last_walk >= self.refresh_interval:
+            self.refresh()
+        return self._paths.get(cgroup_id)
+
+    def container_id(self, cgroup_id: int) -> str | None:
+        if cgroup_id not in self._container_of:
+            path = self.path(cgroup_id)
+            self._container_of[cgroup_id] = None if path is None else container_id_from_cgroup(path)
+        return self._container_of[cgroup_id]
+
+    def cgroup_ids_of_container(self, container_id: str) -> set[int]:
+        """Ids of the cgroups whose path names `container_id` (a prefix of the full id is enough)."""
+        wanted = container_id.lower()
+        return {
+            cgroup_id
+            for cgroup_id, path in self._paths.items()
+            if (found := container_id_from_cgroup(path)) != HOST and wanted[:CONTAINER_ID_LEN] == found[: len(wanted)]
+        }
+
+    def container_id_column(self, cgroup_ids: pa.Array) -> pa.DictionaryArray:
+        """`container_id` for a column of cgroup ids: one lookup per distinct id."""
+        distinct = pc.unique(cgroup_ids)
+        names = pa.array([self.container_id(v) if v is not None else None for v in distinct.to_pylist()], pa.string())
+        indices = pc.index_in(cgroup_ids, value_set=distinct)
+        known = pc.is_valid(pc.take(names, indices))  # unknown cgroups get a null id, not a null dictionary entry
+        indices = pc.if_else(known, indices, pa.scalar(None, indices.type))
+        return pa.DictionaryArray.from_arrays(indices, names)
