@@ -12,11 +12,11 @@ import errno
 import os
 from pathlib import Path
 
-from analyzer.errors import TraceError
+from capture.errors import RecorderError
 
 
 
-class CaptureStoreError(TraceError):
+class CaptureStoreError(RecorderError):
     """The capture directory cannot be written: unusable path, disk full."""
 
 
