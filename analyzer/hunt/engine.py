@@ -1,0 +1,212 @@
+"""Run every rule in one scan of the `events` view.
+
+One SELECT evaluates all the rules side by side, each behind a prefilter on
+its evt.type set, the way Falco's ruleset indexes rules by event type:
+
+* ``--match first`` (Falco's default): a CASE in rule-definition order, so
+  an event stops at its first matching rule and later rules never run on it;
+* ``--match all``: one CASE per rule, gathered into a list of rule indexes.
+
+Output fields are computed in the same SELECT, after the row filter, so only
+matched events pay for them. Results stream in event order as Arrow batches.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import duckdb
+
+from analyzer.errors import TraceError
+from analyzer.output import Alert, OutputField, OutputFormat, build_alert
+
+MATCH_FIRST = "first"
+MATCH_ALL = "all"
+MATCH_MODES = (MATCH_FIRST, MATCH_ALL)
+
+# Per-event columns carried into every alert (docs/contracts.md, section 3).
+_ID_COLUMNS = (
+    ("ts", "ts"),
+    ("evt_num", "evt_num"),
+    ("_host", "_host"),
+    ("CAST(_proc_key AS VARCHAR)", "_proc_key"),
+    ("pid", "pid"),
+    ("CAST(container_id AS VARCHAR)", "container_id"),
+    ("_segment", "_segment"),
+)
+
+
+@dataclass(frozen=True)
+class HuntRule:
+    """A compiled, supported rule ready to run."""
+
+    name: str
+    condition_sql: str  # a boolean expression over the events view
+    evttypes: frozenset[str] | None  # None: the condition does not restrict evt.type
+    priority: str  # Falco's spelling (analyzer.output.PRIORITIES)
+    output: OutputFormat
+    tags: tuple[str, ...] = ()
+    source: str = "syscall"
+    desc: str = ""
+
+
+@dataclass(frozen=True)
+class UnsupportedRule:
+    """A rule that cannot run on a capture, and why: never silently skipped."""
+
+    rule: str
+    field: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f" (field {self.field})" if self.field else ""
+        return f"{self.rule}{where}: {self.reason}"
+
+
+def sql_string(text: str) -> str:
+    """A SQL string literal: the only way a rules-file value reaches the scan's SQL."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The single query, and how to read its rows back into alerts."""
+
+    sql: str
+    params: tuple[object, ...]
+    rules: tuple[HuntRule, ...]
+    match: str
+    columns: dict[str, str]  # output field key -> result column
+
+
+def _guarded(rule: HuntRule) -> str:
+    if not rule.evttypes:
+        return f"({rule.condition_sql})"
+    types = ", ".join(sql_string(t) for t in sorted(rule.evttypes))
+    return f'("evt.type" IN ({types}) AND ({rule.condition_sql}))'
+
+
+def _prefilter(rules: Sequence[HuntRule]) -> str | None:
+    if any(not rule.evttypes for rule in rules):
+        return None
+    types = sorted(set().union(*(rule.evttypes or () for rule in rules)))
+    return '"evt.type" IN (' + ", ".join(sql_string(t) for t in types) + ")"
+
+
+def build_scan(
+    rules: Sequence[HuntRule],
+    *,
+    match: str = MATCH_FIRST,
+    field_sql: Callable[[OutputField], str | None],
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    relation: str = "events",
+) -> Scan:
+    """One SELECT over ``relation`` that yields the matched events only.
+
+    ``field_sql`` maps an output field to its SQL over the events view, or
+    None when the capture cannot supply it (rendered ``<NA>``, as Falco does
+    for a value it does not have).
+    """
+    if match not in MATCH_MODES:
+        raise TraceError(f"--match must be one of {', '.join(MATCH_MODES)}, not {match!r}")
+    if not rules:
+        raise TraceError("no rule to run")
+    if match == MATCH_FIRST:
+        branches = "\n    ".join(f"WHEN {_guarded(rule)} THEN {i}" for i, rule in enumerate(rules))
+        hit = f"CASE\n    {branches}\n  END"
+        has_hit = "_hit IS NOT NULL"
+    else:
+        cases = ",\n    ".join(f"CASE WHEN {_guarded(rule)} THEN {i} END" for i, rule in enumerate(rules))
+        hit = f"list_filter([\n    {cases}\n  ], lambda i: i IS NOT NULL)"
+        has_hit = "len(_hit) > 0"
+
+    where: list[str] = []
+    params: list[object] = []
+    prefilter = _prefilter(rules)
+    if prefilter:
+        where.append(prefilter)
+    if since_ns is not None:
+        where.append("ts >= ?")
+        params.append(since_ns)
+    if until_ns is not None:
+        where.append("ts < ?")
+        params.append(until_ns)
+
+    columns: dict[str, str] = {}
+    field_exprs: list[str] = []
+    for rule in rules:
+        for out_field in rule.output.fields:
+            if out_field.key in columns or out_field.is_clock:
+                continue
+            alias = f"_f{len(columns)}"
+            columns[out_field.key] = alias
+            field_exprs.append(f"{field_sql(out_field) or 'NULL'} AS {alias}")
+
+    select = [f"{expr} AS {alias}" for expr, alias in _ID_COLUMNS] + field_exprs
+    sql = (
+        f"SELECT _hit, {', '.join(select)}\n"
+        f"FROM (SELECT *, {hit} AS _hit FROM {relation}"
+        + (f"\n  WHERE {' AND '.join(where)}" if where else "")
+        + f")\nWHERE {has_hit}\nORDER BY ts, _host, evt_num"
+    )
+    return Scan(sql, tuple(params), tuple(rules), match, columns)
+
+
+@dataclass
+class Hunt:
+    """Runs a Scan and turns its rows into alerts, counting hits per rule."""
+
+    con: duckdb.DuckDBPyConnection
+    scan: Scan
+    utc_offset: int
+    batch_rows: int = 4096
+    hits: Counter[str] = field(default_factory=Counter)
+
+    def alerts(self) -> Iterator[Alert]:
+        relation = self.con.sql(self.scan.sql, params=list(self.scan.params))
+        reader = relation.to_arrow_reader(self.batch_rows)
+        for batch in reader:
+            for row in batch.to_pylist():
+                hit = row["_hit"]
+                for index in [hit] if self.scan.match == MATCH_FIRST else hit:
+                    yield self._alert(self.scan.rules[index], row)
+
+    def _alert(self, rule: HuntRule, row: dict[str, object]) -> Alert:
+        self.hits[rule.name] += 1
+        values = {key: row[alias] for key, alias in self.scan.columns.items()}
+        return build_alert(
+            rule=rule.name,
+            priority=rule.priority,
+            source=rule.source,
+            tags=rule.tags,
+            output=rule.output,
+            values=values,
+            ts_ns=row["ts"],  # type: ignore[arg-type]
+            hostname=row["_host"] or "",
+            utc_offset=self.utc_offset,
+            evt_num=row["evt_num"],
+            proc_key=row["_proc_key"],
+            pid=row["pid"],
+            container_id=row["container_id"],
+            segment=row["_segment"],
+        )
+
+
+def run_hunt(con: duckdb.DuckDBPyConnection, scan: Scan, *, utc_offset: int) -> Hunt:
+    return Hunt(con, scan, utc_offset)
+
+
+@dataclass(frozen=True)
+class HuntResult:
+    """What a hunt found, for the summary: per-rule hits in definition order."""
+
+    rules: tuple[HuntRule, ...]
+    hits: dict[str, int]
+    unsupported: tuple[UnsupportedRule, ...]
+
+    @property
+    def alerts(self) -> int:
+        return sum(self.hits.values())
