@@ -159,6 +159,7 @@ class _OpenSegment:
         self.pending: list[pa.RecordBatch] = []
         self.pending_rows = 0
         self.pending_nbytes = 0
+        self.published = False
         metadata = {
             schema.META_HOST: identity.host.encode(),
             schema.META_KERNEL: identity.kernel.encode(),
@@ -205,7 +206,7 @@ class SegmentWriter:
         self._row_group_rows = row_group_rows
         self._clock = clock
         self._segment: _OpenSegment | None = None
-        self._drops_at_open = NO_DROPS
+        self._drops_charged = NO_DROPS  # cumulative drops already written to a segment
         self._compression_ratio = 0.25  # on-disk / in-memory bytes, learned per row group
         ensure_private_dir(self.directory)
         with self._store_errors():
@@ -275,13 +276,14 @@ class SegmentWriter:
         segment, self._segment = self._segment, None
         if segment is None:
             return
-        try:
-            segment.parquet.close()
-        except Exception:  # the file is being thrown away; its writer's state does not matter
-            pass
-        segment.tmp_path.unlink(missing_ok=True)
+        if not segment.published:
+            try:
+                segment.parquet.close()
+            except Exception:  # the file is being thrown away; its writer's state does not matter
+                pass
+            segment.tmp_path.unlink(missing_ok=True)
         if segment.tail is not None:
-            segment.tail.discard()
+            segment.tail.discard()  # also frees its space, so the manifest can still be saved
 
     # -- internals ----------------------------------------------------------
 
@@ -300,7 +302,6 @@ class SegmentWriter:
         self.manifest.save()  # reserve the number before anything can show it
         segment = _OpenSegment(self.directory, seq, now, self.identity, self._with_tail)
         self._segment = segment
-        self._drops_at_open = self._drops()
         if self._snapshot is not None:
             snap = self._snapshot(now)
             if snap.num_rows:
@@ -367,7 +368,9 @@ class SegmentWriter:
     def _finalize(self) -> None:
         segment = self._segment
         self._flush_row_group()
-        drops = self._drops().since(self._drops_at_open)
+        current_drops = self._drops()
+        drops = current_drops.since(self._drops_charged)
+        self._drops_charged = current_drops
         first_evt_num = segment.first_evt_num if segment.first_evt_num is not None else self.manifest.last_evt_num + 1
         segment.parquet.add_key_value_metadata(
             {
@@ -382,7 +385,7 @@ class SegmentWriter:
         finally:
             os.close(fd)
         publish(segment.tmp_path, segment.final_path)
-        self._segment = None
+        segment.published = True
         self.manifest.add(
             SegmentEntry(
                 name=segment.name,
@@ -405,6 +408,7 @@ class SegmentWriter:
         # End-of-stream only now: a tail reader that sees it finds the segment listed.
         if segment.tail is not None:
             segment.tail.finish()
+        self._segment = None
 
     def _apply_retention(self) -> None:
         policy, entries = self.retention, self.manifest.segments
@@ -448,7 +452,8 @@ class _StoreErrors:
         if exc is None or not isinstance(exc, (OSError, pa.ArrowException)):
             return False
         writer = self.writer
-        lost = writer._segment.events if writer._segment else 0
+        segment = writer._segment
+        lost = segment.events if segment is not None and not segment.published else 0
         writer.abort()
         if is_disk_full(exc):
             try:
