@@ -18,6 +18,7 @@ class FieldType(enum.Enum):
     PORT = "port"  # PT_PORT
     ABSTIME = "abstime"  # PT_ABSTIME: ns since the epoch
     RELTIME = "reltime"  # PT_RELTIME: ns
+    BUFFER = "buffer"  # PT_BYTEBUF: raw bytes (bcontains/bstartswith take hex)
 
 
 class ArgKind(enum.Enum):
@@ -44,6 +45,22 @@ class FieldSpec:
     is_list: bool = False
     unsupported: str | None = None
     doc: str = ""
+    # Additive extensions (analyzer.fields.catalog, analyzer.sql):
+    # ``arg_sql``: the expression when an argument is given, with ``{arg}``
+    # (the argument as a quoted SQL string) or ``{index}`` (a validated
+    # integer, for ``arg_is_index`` fields such as proc.aname[N]).
+    arg_sql: str | None = None
+    arg_is_index: bool = False
+    # ``any_element``: ``sql`` yields a LIST and a check holds when it holds
+    # for any element (proc.aname without index: any ancestor).
+    any_element: bool = False
+    # ``sides``: filter-only fields that match either end of a connection
+    # (fd.ip, fd.port, fd.net): `=`/`in` hold if any side matches, `!=` if
+    # every side differs, as libsinsp's compare_ip/compare_port/compare_net.
+    sides: tuple[str, ...] = ()
+    # ``derivable``: unsupported only because the analyzer does not derive
+    # it yet (the data exists in a capture); False means it cannot exist.
+    derivable: bool = False
 
     @property
     def supported(self) -> bool:

@@ -1,0 +1,132 @@
+"""Falco conditions and rules -> DuckDB SQL over the `events` view.
+
+Public API (what `trace hunt` and `trace rules check --sql` call):
+
+* ``compile_condition(expr, catalog=CATALOG, rule=None) -> CompiledCondition``
+  for one expanded condition AST (macros and lists substituted).
+  ``CompiledCondition.sql`` is a boolean SQL expression over the events view
+  (None when unsupported), ``evttypes`` the event-type names the condition
+  can match (None: not restricted to a finite set), ``unsupported`` every
+  field the capture cannot serve, with the reason, and ``error`` a condition
+  libsinsp itself would reject (bad number, operator not valid for the type).
+* ``compile_ruleset(rules, catalog=CATALOG) -> list[CompiledRule]``: every
+  rule of a loaded ruleset, in definition order, with its metadata, SQL and
+  unsupported reasons. A rule is supported when ``sql`` is not None.
+* ``install_runtime(con)`` (from analyzer.sql.runtime) must run on a DuckDB
+  connection before any compiled SQL: it creates the macros the SQL calls.
+
+Every literal reaches SQL as a quoted string or a Python-formatted number,
+never pasted: see analyzer.fields.catalog.sql_string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from analyzer.condition import ast
+from analyzer.condition.evttypes import evttypes as infer_evttypes
+from analyzer.fields.catalog import CATALOG, Catalog, FieldError
+from analyzer.sql.generator import CompileError, Generator
+from analyzer.sql.runtime import install_runtime
+
+__all__ = [
+    "CompiledCondition", "CompiledRule", "Unsupported", "CompileError", "compile_condition",
+    "compile_ruleset", "install_runtime", "unsupported_fields",
+]
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """Why (part of) a condition cannot run on a capture."""
+
+    field: str | None
+    reason: str
+    span: ast.Span = ast.NO_SPAN
+    rule: str | None = None
+
+    def __str__(self) -> str:
+        where = f"rule '{self.rule}': " if self.rule else ""
+        what = f"field {self.field}: " if self.field else ""
+        return f"{where}{what}{self.reason}"
+
+
+@dataclass(frozen=True)
+class CompiledCondition:
+    sql: str | None
+    evttypes: frozenset[str] | None
+    unsupported: list[Unsupported] = field(default_factory=list)
+    error: CompileError | None = None
+
+    @property
+    def supported(self) -> bool:
+        return self.sql is not None
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    name: str
+    priority: Any
+    output: str
+    tags: tuple[str, ...]
+    desc: str
+    source: str
+    enabled: bool
+    evttypes: frozenset[str] | None
+    sql: str | None
+    unsupported: list[Unsupported] = field(default_factory=list)
+    error: CompileError | None = None
+    rule: Any = None  # the loader's rule object, for locations
+
+    @property
+    def supported(self) -> bool:
+        return self.sql is not None
+
+
+def unsupported_fields(expr: ast.Node, catalog: Catalog = CATALOG, rule: str | None = None) -> list[Unsupported]:
+    """Every field reference in ``expr`` the catalog cannot serve, each once."""
+    found: dict[str, Unsupported] = {}
+    for ref in expr.find_all(ast.FieldRef):
+        try:
+            resolved = catalog.resolve(ref.name, ref.arg)
+        except FieldError:
+            continue  # an invalid reference: reported as the condition's error
+        if resolved.sql is None and resolved.display not in found:
+            found[resolved.display] = Unsupported(resolved.display, resolved.spec.unsupported or "unsupported",
+                                                  ref.span, rule)
+    return list(found.values())
+
+
+def _evttypes(expr: ast.Node) -> frozenset[str] | None:
+    inferred = infer_evttypes(expr)
+    return None if inferred.complement else frozenset(inferred.names)
+
+
+def compile_condition(expr: ast.Node, catalog: Catalog = CATALOG, rule: str | None = None) -> CompiledCondition:
+    evttypes = _evttypes(expr)
+    missing = unsupported_fields(expr, catalog, rule)
+    try:
+        sql = Generator(catalog, rule).generate(expr)
+    except CompileError as exc:
+        if exc.invalid:
+            return CompiledCondition(None, evttypes, missing, exc)
+        if not missing:
+            missing = [Unsupported(exc.field, exc.reason, exc.span, rule)]
+        return CompiledCondition(None, evttypes, missing)
+    return CompiledCondition(sql, evttypes, [])
+
+
+def compile_ruleset(rules: Iterable[Any], catalog: Catalog = CATALOG) -> list[CompiledRule]:
+    """Compile every rule of a loaded ruleset. Each rule object provides
+    ``name, priority, output, tags, desc, source, enabled`` and its expanded
+    condition AST as ``expr`` (the loader's LoadedRule)."""
+    compiled = []
+    for rule in rules:
+        result = compile_condition(rule.expr, catalog, rule.name)
+        compiled.append(CompiledRule(
+            name=rule.name, priority=rule.priority, output=rule.output, tags=tuple(rule.tags), desc=rule.desc,
+            source=rule.source, enabled=rule.enabled, evttypes=result.evttypes, sql=result.sql,
+            unsupported=result.unsupported, error=result.error, rule=rule,
+        ))
+    return compiled

@@ -1,0 +1,352 @@
+"""Condition AST -> DuckDB SQL boolean expression over the `events` view.
+
+In the style of sqlglot's generators: one method per node type
+(``or_sql``, ``comparison_sql``, ...), and an ``unsupported()`` path that
+raises a located error naming the rule, the field and the reason instead of
+emitting SQL that would mean something else.
+
+Semantics follow libsinsp (filter_compare.cpp, sinsp_filter_check::compare):
+
+* every check is wrapped in ``coalesce(..., false)``: a check on a missing
+  (NULL) value is false for every operator, ``!=`` included, and ``not``
+  turns it true;
+* literals are parsed for the field's type at compile time (numbers with
+  0x hex, booleans, IP addresses, CIDR networks) and reach SQL only through
+  ``sql_string`` or as Python-formatted numbers;
+* ancestor fields without index hold if any ancestor matches, for every
+  operator; fd.ip/fd.port/fd.net hold for `=`/`in` if either end matches and
+  for `!=` if both differ; list-valued fields take `in` as "every element in
+  the set" and `intersects` as "some element in the set".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from analyzer.condition import ast
+from analyzer.errors import TraceError
+from analyzer.fields.catalog import CATALOG, Catalog, FieldError, ResolvedField, sql_string
+from analyzer.fields.spec import ArgKind, FieldType
+from analyzer.sql import values
+
+T = FieldType
+NUMERIC = (T.INT, T.PORT, T.ABSTIME, T.RELTIME, T.DOUBLE)
+_SQL_OPS = {"=": "=", "==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_EQUALITY_OPS = ("=", "==", "!=", "in", "intersects")
+# Operators libsinsp accepts per field type (filter_compare.cpp flt_is_comparable_*).
+ALLOWED_OPS = {
+    T.STRING: ("=", "==", "!=", "<", "<=", ">", ">=", "contains", "icontains", "startswith", "endswith",
+               "glob", "iglob", "regex", "in", "intersects", "pmatch", "exists"),
+    T.BUFFER: ("=", "==", "!=", "contains", "bcontains", "startswith", "bstartswith", "endswith", "in",
+               "intersects", "exists"),
+    T.BOOL: ("=", "==", "!=", "in", "intersects", "exists"),
+    T.IPADDR: _EQUALITY_OPS + ("exists",),
+    T.IPNET: _EQUALITY_OPS + ("exists",),
+    **{t: ("=", "==", "!=", "<", "<=", ">", ">=", "in", "intersects", "exists") for t in NUMERIC},
+}
+_LIST_OPS = ("in", "intersects", "exists")
+_SIDES_OPS = ("=", "==", "!=", "in", "intersects", "exists")
+
+
+class CompileError(TraceError):
+    """A condition the compiler cannot turn into SQL. ``field`` and
+    ``reason`` say why; ``span`` locates it in the condition text;
+    ``invalid`` separates conditions libsinsp itself rejects from valid ones
+    the capture cannot serve."""
+
+    def __init__(self, reason: str, *, field: str | None = None, rule: str | None = None,
+                 span: ast.Span = ast.NO_SPAN, invalid: bool = False) -> None:
+        self.reason, self.field, self.rule, self.span, self.invalid = reason, field, rule, span, invalid
+        where = f"rule '{rule}': " if rule else ""
+        what = f"field {field}: " if field else ""
+        super().__init__(f"{where}{what}{reason} (at offset {span.start})")
+
+
+@dataclass(frozen=True)
+class Operand:
+    """A compiled left-hand side or val() right-hand side."""
+
+    sql: str
+    type: FieldType
+    display: str
+    is_list: bool = False
+    any_element: bool = False
+    sides: tuple[str, ...] = ()
+
+
+Predicate = Callable[[str], str]  # SQL of one scalar value -> SQL boolean
+
+
+class Generator:
+    def __init__(self, catalog: Catalog = CATALOG, rule: str | None = None) -> None:
+        self.catalog = catalog
+        self.rule = rule
+
+    # ---------------------------------------------------------- helpers
+
+    def unsupported(self, reason: str, node: ast.Node, field: str | None = None, *, invalid: bool = False):
+        raise CompileError(reason, field=field, rule=self.rule, span=getattr(node, "span", ast.NO_SPAN),
+                           invalid=invalid)
+
+    def generate(self, node: ast.Node) -> str:
+        method = getattr(self, f"{type(node).__name__.lower()}_sql", None)
+        if method is None:
+            self.unsupported(f"unexpected {type(node).__name__} in a condition", node, invalid=True)
+        return method(node)
+
+    # ---------------------------------------------------------- boolean
+
+    def or_sql(self, node: ast.Or) -> str:
+        return "(" + " OR ".join(self.generate(op) for op in node.operands) + ")"
+
+    def and_sql(self, node: ast.And) -> str:
+        return "(" + " AND ".join(self.generate(op) for op in node.operands) + ")"
+
+    def not_sql(self, node: ast.Not) -> str:
+        return f"(NOT {self.generate(node.operand)})"
+
+    def macroref_sql(self, node: ast.MacroRef) -> str:
+        self.unsupported(f"undefined macro '{node.name}' (conditions are compiled after macro expansion)",
+                         node, invalid=True)
+
+    # ---------------------------------------------------------- operands
+
+    def field(self, ref: ast.FieldRef) -> ResolvedField:
+        try:
+            resolved = self.catalog.resolve(ref.name, ref.arg)
+        except FieldError as exc:
+            self.unsupported(str(exc), ref, ref.name, invalid=True)
+        if resolved.sql is None:
+            self.unsupported(resolved.spec.unsupported or "unsupported", ref, resolved.display)
+        return resolved
+
+    def fieldref_sql(self, ref: ast.FieldRef) -> Operand:
+        f = self.field(ref)
+        return Operand(f.sql, f.type, f.display, f.is_list, f.any_element, f.sides if f.arg is None else ())
+
+    def transformer_sql(self, node: ast.Transformer) -> Operand:
+        args = [self._transformer_arg(a, node) for a in node.args]
+        name = node.name
+        display = f"{name}(...)"
+        if name in ("tolower", "toupper", "b64", "basename", "len"):
+            if len(args) != 1:
+                self.unsupported(f"{name}() takes one argument", node, invalid=True)
+            arg = args[0]
+            if name == "len":
+                sql = f"len({arg.sql})" if arg.is_list else f"strlen({arg.sql})"
+                return Operand(sql, T.INT, display)
+            if arg.type is not T.STRING or arg.is_list:
+                self.unsupported(f"{name}() applies to string fields only", node, arg.display, invalid=True)
+            sql = {
+                "tolower": f"_ascii_lower({arg.sql})",
+                "toupper": f"_ascii_upper({arg.sql})",
+                "b64": f"try(decode(from_base64({arg.sql})))",
+                "basename": f"regexp_extract({arg.sql}, '[^/]*$')",
+            }[name]
+            return Operand(sql, T.STRING, display)
+        if name == "concat":
+            if len(args) < 2:
+                self.unsupported("concat() takes at least two arguments", node, invalid=True)
+            return Operand("(" + " || ".join(f"CAST({a.sql} AS VARCHAR)" for a in args) + ")", T.STRING, display)
+        if name == "join":
+            if len(args) != 2:
+                self.unsupported("join() takes a separator and a list", node, invalid=True)
+            sep, items = args
+            items_sql = items.sql if items.is_list else f"list_value({items.sql})"
+            return Operand(f"array_to_string({items_sql}, {sep.sql})", T.STRING, display)
+        self.unsupported(f"the {name}() transformer is not implemented", node, display)
+
+    def _transformer_arg(self, arg: ast.Node, parent: ast.Transformer) -> Operand:
+        if isinstance(arg, ast.Literal):
+            return Operand(sql_string(arg.value), T.STRING, arg.raw)
+        if isinstance(arg, ast.ArgList):
+            items = [self._transformer_arg(a, parent) for a in arg.items]
+            return Operand("list_value(" + ", ".join(f"CAST({i.sql} AS VARCHAR)" for i in items) + ")",
+                           T.STRING, "(...)", is_list=True)
+        operand = self.generate(arg)
+        if operand.any_element or operand.sides:
+            self.unsupported("this field cannot be transformed (EPF_NO_TRANSFORMER)", arg, operand.display,
+                             invalid=True)
+        return operand
+
+    # ---------------------------------------------------------- checks
+
+    def comparison_sql(self, node: ast.Comparison) -> str:
+        left = self.generate(node.left)
+        if node.modifier is not None:
+            return self._modified(node, left)
+        return f"coalesce({self._check(node, left, node.op, node.right)}, false)"
+
+    def _modified(self, node: ast.Comparison, left: Operand) -> str:
+        """``f op anyof|allof|oneof (v1, v2)``: the plain operator per value."""
+        if not isinstance(node.right, ast.ListLiteral):
+            self.unsupported(f"'{node.modifier}' needs a list of values", node, invalid=True)
+        checks = [f"coalesce({self._check(node, left, node.op, item)}, false)" for item in node.right.items]
+        if not checks:
+            return "false" if node.modifier != "allof" else "true"
+        if node.modifier == "anyof":
+            return "(" + " OR ".join(checks) + ")"
+        if node.modifier == "allof":
+            return "(" + " AND ".join(checks) + ")"
+        return "((" + " + ".join(f"{c}::INTEGER" for c in checks) + ") = 1)"
+
+    def _check(self, node: ast.Comparison, left: Operand, op: str, right: ast.Node | None) -> str:
+        allowed = _LIST_OPS if left.is_list else ALLOWED_OPS[left.type]
+        if left.sides:
+            allowed = tuple(o for o in allowed if o in _SIDES_OPS)
+        if op not in allowed:
+            kind = "list" if left.is_list else left.type.value
+            self.unsupported(f"operator '{op}' is not supported for {kind} fields", node, left.display,
+                             invalid=True)
+        if op == "exists":
+            return self._exists(left)
+        if isinstance(right, (ast.FieldValue, ast.Transformer)):
+            return self._field_comparison(node, left, op, right)
+        if isinstance(right, ast.ListName):
+            self.unsupported(f"undefined list '{right.name}'", right, invalid=True)
+        items = right.items if isinstance(right, ast.ListLiteral) else (right,)
+        if op not in ("in", "intersects", "pmatch") and len(items) != 1:
+            self.unsupported(f"operator '{op}' takes one value, not a list", node, left.display, invalid=True)
+        predicate = self._predicate(node, left, op, [i.value for i in items])
+        return self._quantify(left, op, predicate)
+
+    def _exists(self, left: Operand) -> str:
+        if left.sides:
+            return "(" + " OR ".join(f"{s} IS NOT NULL" for s in left.sides) + ")"
+        if left.any_element:
+            return f"(len(list_filter({left.sql}, lambda _e: _e IS NOT NULL)) > 0)"
+        if left.is_list:
+            return f"(len({left.sql}) > 0)"
+        return f"({left.sql} IS NOT NULL)"
+
+    def _quantify(self, left: Operand, op: str, predicate: Predicate) -> str:
+        if left.sides:
+            joiner = " AND " if op == "!=" else " OR "
+            return "(" + joiner.join(f"coalesce({predicate(s)}, false)" for s in left.sides) + ")"
+        if left.any_element:
+            return f"(len(list_filter({left.sql}, lambda _e: {predicate('_e')})) > 0)"
+        if left.is_list:
+            if op == "intersects":
+                return f"(len(list_filter({left.sql}, lambda _e: {predicate('_e')})) > 0)"
+            return (f"(len({left.sql}) > 0 AND len(list_filter({left.sql}, "
+                    f"lambda _e: NOT coalesce({predicate('_e')}, false))) = 0)")
+        return predicate(left.sql)
+
+    # ------------------------------------------------- constant right side
+
+    def _predicate(self, node: ast.Comparison, left: Operand, op: str, texts: list[str]) -> Predicate:
+        try:
+            if left.type is T.STRING:
+                return self._string_predicate(op, texts)
+            if left.type is T.BUFFER:
+                return self._buffer_predicate(op, texts)
+            if left.type is T.IPADDR:
+                return self._set_predicate(op, [sql_string(values.ip_address(t)) for t in texts])
+            if left.type is T.IPNET:
+                prefixes = [sql_string(values.ip_network_prefix(t)) for t in texts]
+                return self._any_of(op, lambda x: [f"starts_with(_ip_bits({x}), {p})" for p in prefixes])
+            if left.type is T.BOOL:
+                return self._set_predicate(op, ["true" if values.boolean(t) else "false" for t in texts])
+            parse = values.double if left.type is T.DOUBLE else values.number
+            return self._set_predicate(op, [repr(parse(t)) for t in texts])
+        except ValueError as exc:
+            self.unsupported(str(exc), node, left.display, invalid=True)
+
+    def _set_predicate(self, op: str, sql_values: list[str]) -> Predicate:
+        """Comparison against constants already rendered as SQL."""
+        if op in ("in", "intersects"):
+            if not sql_values:
+                return lambda x: "false"
+            return lambda x: f"({x} IN ({', '.join(sql_values)}))"
+        (value,) = sql_values
+        return lambda x: f"({x} {_SQL_OPS[op]} {value})"
+
+    @staticmethod
+    def _any_of(op: str, checks: Callable[[str], list[str]]) -> Predicate:
+        """Membership-style checks (CIDR, pmatch); `!=` negates the single check."""
+        if op == "!=":
+            return lambda x: f"(NOT {checks(x)[0]})"
+        return lambda x: "(" + (" OR ".join(checks(x)) or "false") + ")"
+
+    def _string_predicate(self, op: str, texts: list[str]) -> Predicate:
+        if op in ("=", "==", "!=", "<", "<=", ">", ">=", "in", "intersects"):
+            return self._set_predicate(op, [sql_string(t) for t in texts])
+        if op == "pmatch":
+            prefixes = [sql_string(values.path_prefix(t)) for t in texts]
+            return self._any_of("pmatch", lambda x: [f"starts_with(_path_norm({x}), {p})" for p in prefixes])
+        (text,) = texts
+        if op == "contains":
+            return lambda x: f"contains({x}, {sql_string(text)})"
+        if op == "icontains":
+            return lambda x: f"contains(_ascii_lower({x}), {sql_string(values.ascii_lower(text))})"
+        if op == "startswith":
+            return lambda x: f"starts_with({x}, {sql_string(text)})"
+        if op == "endswith":
+            return lambda x: f"ends_with({x}, {sql_string(text)})"
+        if op == "glob":
+            return lambda x: f"regexp_full_match({x}, {sql_string(values.glob_to_regex(text))})"
+        if op == "iglob":
+            regex = values.glob_to_regex(values.ascii_lower(text))
+            return lambda x: f"regexp_full_match(_ascii_lower({x}), {sql_string(regex)})"
+        if op == "regex":
+            _check_regex(text)
+            return lambda x: f"regexp_full_match({x}, {sql_string(text)})"
+        raise AssertionError(op)
+
+    def _buffer_predicate(self, op: str, texts: list[str]) -> Predicate:
+        if op in ("bcontains", "bstartswith"):
+            (text,) = texts
+            needle = values.hex_bytes(text)
+            if op == "bstartswith":
+                return lambda x: f"starts_with(hex({x}), {sql_string(needle)})"
+            # whole bytes only: the match must start at an even hex offset
+            return lambda x: f"regexp_matches(hex({x}), {sql_string('^(..)*?' + needle)})"
+        if op in ("=", "==", "!=", "in", "intersects"):
+            return self._set_predicate(op, [f"{sql_string(t)}::BLOB" for t in texts])
+        (text,) = texts
+        needle = text.encode().hex().upper()
+        if op == "startswith":
+            return lambda x: f"starts_with(hex({x}), {sql_string(needle)})"
+        tail = "$" if op == "endswith" else ""
+        return lambda x: f"regexp_matches(hex({x}), {sql_string('^(..)*?' + needle + tail)})"
+
+    # ---------------------------------------------- val(field) right side
+
+    def _field_comparison(self, node: ast.Comparison, left: Operand, op: str, right: ast.Node) -> str:
+        other = self.generate(right.field if isinstance(right, ast.FieldValue) else right)
+        if other.is_list or other.any_element or other.sides:
+            self.unsupported("val() and transformers on the right must yield one value", right, other.display,
+                             invalid=True)
+        r = other.sql
+        if op in ("=", "==", "!=", "<", "<=", ">", ">="):
+            predicate: Predicate = lambda x: f"({x} {_SQL_OPS[op]} {r})"
+        elif op in ("in", "intersects"):
+            predicate = lambda x: f"({x} = {r})"
+        elif op == "contains":
+            predicate = lambda x: f"contains({x}, {r})"
+        elif op == "icontains":
+            predicate = lambda x: f"contains(_ascii_lower({x}), _ascii_lower({r}))"
+        elif op == "startswith":
+            predicate = lambda x: f"starts_with({x}, {r})"
+        elif op == "endswith":
+            predicate = lambda x: f"ends_with({x}, {r})"
+        else:
+            self.unsupported(f"operator '{op}' against a field value is not implemented", node, left.display)
+        return self._quantify(left, op, predicate)
+
+
+_regex_checker = None
+
+
+def _check_regex(pattern: str) -> None:
+    """RE2 rejects some patterns Python accepts and the reverse: ask DuckDB."""
+    global _regex_checker
+    import duckdb
+
+    if _regex_checker is None:
+        _regex_checker = duckdb.connect()
+    try:
+        _regex_checker.execute("SELECT regexp_full_match('', ?)", [pattern]).fetchall()
+    except duckdb.Error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
