@@ -1,0 +1,606 @@
+/* trace's syscall recorder, loaded by capture/probe.py with bcc.
+ *
+ * Attached to syscalls:sys_enter_<name>/sys_exit_<name> of the selected
+ * syscalls and to sched:sched_process_{fork,exec,exit}. Entry stashes the
+ * arguments per thread; exit emits one record with the decoded arguments.
+ * Kernel struct fields are read at offsets from the running kernel's BTF,
+ * given as -DOFF_<struct>__<member> by capture/btf.py (the installed headers
+ * describe another kernel). Records are committed without a wakeup: user
+ * space reads the mmapped ring in bulk on its own schedule.
+ *
+ * Build-time parameters (-D): MAX_NR, PENDING_MAX, EVENTS_BYTES, BULKY_BYTES,
+ * NR_PROCEXIT, NR_EXECVE, and the optional filters EXCLUDE_TGIDS,
+ * ONLY_TGIDS, ONLY_CGROUPS (C expressions over `tgid` / `cgroup`) and
+ * FILTER_COMMS (use the comm_filter map).
+ */
+#include <uapi/linux/ptrace.h>
+#include "trace_event.h"
+
+#define AF_UNIX_ 1
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define S_IFMT_ 0170000
+#define S_IFSOCK_ 0140000
+#define ADDR_IN 1
+#define ADDR_OUT 2
+#define ADDR_MSG 3
+#define SRC_RES 6
+#define SCRATCH_HALF 16384
+
+#define READ_KERN(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)(base) + (off))
+
+struct plan {
+    u8 enabled;
+    u8 at_enter;
+    u8 exec;
+    u8 addr_mode;
+    u8 aux_len;
+    u8 nargs;
+    u8 _pad;
+    s16 path;
+    s16 path2;
+    s16 addr_arg;
+    s16 addrlen_arg;
+    s16 sock_fd;
+    s16 aux_arg;
+};
+
+struct pending {
+    u64 args[6];
+    u32 nr;
+    u32 _pad;
+};
+
+struct scratch_buf {
+    char buf[2 * SCRATCH_HALF];
+};
+
+struct tp_sys_enter {
+    u64 common;
+    s32 nr;
+    u32 _pad;
+    u64 args[6];
+};
+
+struct tp_sys_exit {
+    u64 common;
+    s32 nr;
+    u32 _pad;
+    s64 ret;
+};
+
+struct tp_fork {
+    u64 common;
+    u32 parent_comm_loc;
+    s32 parent_pid;
+    u32 child_comm_loc;
+    s32 child_pid;
+};
+
+struct tp_exec {
+    u64 common;
+    u32 filename_loc;
+    s32 pid;
+    s32 old_pid;
+};
+
+struct tp_exit {
+    u64 common;
+    char comm[16];
+    s32 pid;
+};
+
+BPF_ARRAY(plans, struct plan, MAX_NR);
+BPF_HASH(pending, u32, struct pending, PENDING_MAX);
+BPF_PERCPU_ARRAY(drops, u64, 1);
+BPF_PERCPU_ARRAY(scratch, struct scratch_buf, 1);
+BPF_RINGBUF_OUTPUT(events, EVENTS_BYTES / 4096);
+BPF_RINGBUF_OUTPUT(bulky, BULKY_BYTES / 4096);
+#ifdef FILTER_COMMS
+struct comm_key {
+    char comm[TRACE_COMM_LEN];
+};
+BPF_HASH(comm_filter, struct comm_key, u8, 1024);
+#endif
+
+static __always_inline void count_drop(void)
+{
+    u32 zero = 0;
+    u64 *n = drops.lookup(&zero);
+    if (n)
+        *n += 1;
+}
+
+/* True when the current task must not be recorded. */
+static __always_inline int skip_task(u32 tgid)
+{
+#ifdef EXCLUDE_TGIDS
+    if (EXCLUDE_TGIDS)
+        return 1;
+#endif
+#ifdef ONLY_TGIDS
+    if (!(ONLY_TGIDS))
+        return 1;
+#endif
+#ifdef ONLY_CGROUPS
+    u64 cgroup = bpf_get_current_cgroup_id();
+    if (!(ONLY_CGROUPS))
+        return 1;
+#endif
+#ifdef FILTER_COMMS
+    struct comm_key key = {};
+    bpf_get_current_comm(key.comm, sizeof(key.comm));
+    if (!comm_filter.lookup(&key))
+        return 1;
+#endif
+    return 0;
+}
+
+static __always_inline u64 arg_at(const u64 *args, int i)
+{
+    switch (i) {
+    case 0: return args[0];
+    case 1: return args[1];
+    case 2: return args[2];
+    case 3: return args[3];
+    case 4: return args[4];
+    case 5: return args[5];
+    }
+    return 0;
+}
+
+static __always_inline void fill_common(struct trace_event *e, u32 nr, const u64 *args, s64 res, u16 flags)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    void *task = (void *)bpf_get_current_task();
+    void *parent = 0, *cred = 0;
+    u32 ppid = 0, uid = 0, gid = 0;
+
+    e->ts = bpf_ktime_get_ns();
+    e->cgroup_id = bpf_get_current_cgroup_id();
+    e->res = res;
+    e->args[0] = args[0];
+    e->args[1] = args[1];
+    e->args[2] = args[2];
+    e->args[3] = args[3];
+    e->args[4] = args[4];
+    e->args[5] = args[5];
+    e->pid = id >> 32;
+    e->tid = (u32)id;
+    READ_KERN(parent, task, OFF_task_struct__real_parent);
+    READ_KERN(ppid, parent, OFF_task_struct__tgid);
+    READ_KERN(cred, task, OFF_task_struct__cred);
+    READ_KERN(uid, cred, OFF_cred__euid);
+    READ_KERN(gid, cred, OFF_cred__egid);
+    e->ppid = ppid;
+    e->uid = uid;
+    e->gid = gid;
+    e->nr = nr;
+    e->cpu = bpf_get_smp_processor_id();
+    e->flags = flags;
+    e->path_len = 0;
+    bpf_get_current_comm(e->comm, sizeof(e->comm));
+}
+
+/* The sockaddr argument: IP family, address and port, or a unix path into the path slot. */
+static __always_inline void read_addr(struct trace_record *r, const struct plan *p, const u64 *args, s64 res)
+{
+    void *uaddr = (void *)arg_at(args, p->addr_arg);
+    u32 alen = 0;
+    u16 family = 0, port = 0;
+
+    if (p->addr_mode == ADDR_IN) {
+        alen = arg_at(args, p->addrlen_arg);
+    } else if (p->addr_mode == ADDR_OUT) {
+        if (res < 0 || !uaddr)
+            return;
+        bpf_probe_read_user(&alen, sizeof(alen), (void *)arg_at(args, p->addrlen_arg));
+    } else if (p->addr_mode == ADDR_MSG) {
+        struct { u64 name; u32 namelen; } msg = {};
+        if (!uaddr || bpf_probe_read_user(&msg, sizeof(msg), uaddr))
+            return;
+        uaddr = (void *)msg.name;
+        alen = msg.namelen;
+    }
+    if (!uaddr || alen < 2 || bpf_probe_read_user(&family, sizeof(family), uaddr))
+        return;
+    if (family == AF_INET_ && alen >= 8) {
+        bpf_probe_read_user(&port, sizeof(port), uaddr + 2);
+        bpf_probe_read_user(r->hdr.addr, 4, uaddr + 4);
+    } else if (family == AF_INET6_ && alen >= 24) {
+        bpf_probe_read_user(&port, sizeof(port), uaddr + 2);
+        bpf_probe_read_user(r->hdr.addr, 16, uaddr + 8);
+    } else if (family == AF_UNIX_) {
+        u64 n = (alen - 2) & 127;
+        if (n > 108)
+            n = 108;
+        if (bpf_probe_read_user(r->path, n, uaddr + 2) == 0) {
+            r->hdr.path_len = n;
+            r->hdr.flags |= TF_ADDR_UNIX;
+        }
+    } else {
+        return;
+    }
+    r->hdr.addr_family = family;
+    r->hdr.addr_port = __builtin_bswap16(port);
+    r->hdr.flags |= TF_ADDR;
+}
+
+/* Both endpoints of the socket behind `fd`, via task->files->fdt->fd[fd]. */
+static __always_inline void read_sock(struct trace_event *e, s64 fd)
+{
+    void *task = (void *)bpf_get_current_task();
+    void *files = 0, *fdt = 0, *fdarr = 0, *file = 0, *inode = 0, *sock = 0, *sk = 0;
+    u32 max_fds = 0;
+    u16 mode = 0, family = 0, lport = 0, rport = 0;
+
+    if (fd < 0)
+        return;
+    READ_KERN(files, task, OFF_task_struct__files);
+    READ_KERN(fdt, files, OFF_files_struct__fdt);
+    READ_KERN(max_fds, fdt, OFF_fdtable__max_fds);
+    if (fd >= max_fds)
+        return;
+    READ_KERN(fdarr, fdt, OFF_fdtable__fd);
+    READ_KERN(file, fdarr, fd * sizeof(void *));
+    if (!file)
+        return;
+    READ_KERN(inode, file, OFF_file__f_inode);
+    READ_KERN(mode, inode, OFF_inode__i_mode);
+    if ((mode & S_IFMT_) != S_IFSOCK_)
+        return;
+    READ_KERN(sock, file, OFF_file__private_data);
+    READ_KERN(sk, sock, OFF_socket__sk);
+    if (!sk)
+        return;
+    READ_KERN(family, sk, OFF_sock_common__skc_family);
+    if (family == AF_INET_) {
+        bpf_probe_read_kernel(e->sk_laddr, 4, sk + OFF_sock_common__skc_rcv_saddr);
+        bpf_probe_read_kernel(e->sk_raddr, 4, sk + OFF_sock_common__skc_daddr);
+    } else if (family == AF_INET6_) {
+        bpf_probe_read_kernel(e->sk_laddr, 16, sk + OFF_sock_common__skc_v6_rcv_saddr);
+        bpf_probe_read_kernel(e->sk_raddr, 16, sk + OFF_sock_common__skc_v6_daddr);
+    } else {
+        return;
+    }
+    READ_KERN(lport, sk, OFF_sock_common__skc_num);
+    READ_KERN(rport, sk, OFF_sock_common__skc_dport);
+    e->sk_family = family;
+    e->sk_lport = lport;
+    e->sk_rport = __builtin_bswap16(rport);
+    e->flags |= TF_SOCK;
+}
+
+/* Append one item to a bulky record in the scratch buffer; returns the new end. */
+static __always_inline u32 put_str(struct scratch_buf *s, u32 pos, u16 tag, const void *src, int user)
+{
+    long n;
+    pos = (pos + 3) & ~3;
+    if (pos >= SCRATCH_HALF)
+        return pos;
+    pos &= SCRATCH_HALF - 1;
+    if (user)
+        n = bpf_probe_read_user_str(&s->buf[pos + 4], TRACE_STR_MAX, src);
+    else
+        n = bpf_probe_read_kernel_str(&s->buf[pos + 4], TRACE_STR_MAX, src);
+    if (n <= 0)
+        return pos;
+    struct trace_item *it = (struct trace_item *)&s->buf[pos];
+    it->tag = tag;
+    it->len = n;
+    return pos + 4 + n;
+}
+
+static __always_inline void bulky_submit(struct scratch_buf *s, u32 len)
+{
+    len = (len + 3) & ~3;
+    if (len > SCRATCH_HALF + TRACE_STR_MAX + 8)
+        len = SCRATCH_HALF + TRACE_STR_MAX + 8;
+    if (len < sizeof(struct trace_event))
+        len = sizeof(struct trace_event);
+    if (bulky.ringbuf_output((void *)s, len, BPF_RB_NO_WAKEUP))
+        count_drop();
+}
+
+static __always_inline struct scratch_buf *get_scratch(void)
+{
+    u32 zero = 0;
+    return scratch.lookup(&zero);
+}
+
+/* A syscall whose paths do not fit the fixed record: header + path items. */
+static __always_inline void emit_bulky_paths(struct scratch_buf *s, const struct plan *p, const u64 *args)
+{
+    u32 pos = sizeof(struct trace_event);
+    if (p->path >= 0)
+        pos = put_str(s, pos, TI_PATH, (void *)arg_at(args, p->path), 1);
+    if (p->path2 >= 0)
+        pos = put_str(s, pos, TI_PATH2, (void *)arg_at(args, p->path2), 1);
+    bulky_submit(s, pos);
+}
+
+static __always_inline void emit_syscall(u32 nr, const struct plan *p, const u64 *args, s64 res, u16 flags)
+{
+    if (p->path2 >= 0) {
+        struct scratch_buf *s = get_scratch();
+        if (!s)
+            return;
+        fill_common((struct trace_event *)s->buf, nr, args, res, flags);
+        emit_bulky_paths(s, p, args);
+        return;
+    }
+    struct trace_record *r = events.ringbuf_reserve(sizeof(struct trace_record));
+    if (!r) {
+        count_drop();
+        return;
+    }
+    fill_common(&r->hdr, nr, args, res, flags);
+    if (p->aux_len && res >= 0) {
+        r->hdr.aux[0] = 0;
+        r->hdr.aux[1] = 0;
+        u32 n = p->aux_len > 8 ? 16 : 8;
+        if (bpf_probe_read_user(r->hdr.aux, n, (void *)arg_at(args, p->aux_arg)) == 0)
+            r->hdr.flags |= TF_AUX;
+    }
+    if (p->addr_mode)
+        read_addr(r, p, args, res);
+    if (p->sock_fd >= 0)
+        read_sock(&r->hdr, p->sock_fd == SRC_RES ? res : (s32)arg_at(args, p->sock_fd));
+    if (p->path >= 0) {
+        long n = bpf_probe_read_user_str(r->path, TRACE_PATH_SLOT, (void *)arg_at(args, p->path));
+        if (n == TRACE_PATH_SLOT) {  /* may be cut: move it to the bulky ring */
+            struct scratch_buf *s = get_scratch();
+            if (s)
+                bpf_probe_read_kernel(s->buf, sizeof(struct trace_event), &r->hdr);
+            events.ringbuf_discard(r, BPF_RB_NO_WAKEUP);
+            if (s)
+                emit_bulky_paths(s, p, args);
+            else
+                count_drop();
+            return;
+        }
+        if (n > 0) {
+            r->hdr.path_len = n - 1;
+            r->hdr.flags |= TF_PATH;
+        }
+    }
+    events.ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+}
+
+int on_sys_enter(struct tp_sys_enter *ctx)
+{
+    u32 nr = ctx->nr;
+    struct plan *p = plans.lookup(&nr);
+    if (!p || !p->enabled)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    if (skip_task(id >> 32))
+        return 0;
+    struct pending v = {};
+    v.nr = nr;
+    /* Not ctx->args[i]: the kernel refuses direct reads past a syscall's last argument. */
+    u32 nargs = p->nargs;
+    if (nargs > 6)
+        nargs = 6;
+    bpf_probe_read_kernel(v.args, nargs * sizeof(u64), (void *)ctx + offsetof(struct tp_sys_enter, args));
+    if (p->at_enter) {
+        emit_syscall(nr, p, v.args, 0, TF_NO_RES);
+        return 0;
+    }
+    u32 tid = (u32)id;
+    pending.update(&tid, &v);
+    return 0;
+}
+
+int on_sys_exit(struct tp_sys_exit *ctx)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct pending *found = pending.lookup(&tid);
+    if (!found)
+        return 0;
+    struct pending v = *found;
+    pending.delete(&tid);
+    u32 nr = v.nr;
+    if (nr != (u32)ctx->nr)
+        return 0;
+    struct plan *p = plans.lookup(&nr);
+    if (!p)
+        return 0;
+    if (p->exec && ctx->ret == 0)
+        return 0;  /* recorded by on_exec, in the new image */
+    emit_syscall(nr, p, v.args, ctx->ret, 0);
+    return 0;
+}
+
+/* The child of fork/clone returns from the same syscall: give it the parent's entry. */
+int on_fork(struct tp_fork *ctx)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u32 child = ctx->child_pid;
+    struct pending *found = pending.lookup(&tid);
+    if (found) {
+        struct pending v = *found;
+        pending.update(&child, &v);
+    }
+    return 0;
+}
+
+static __always_inline u32 pid_nr_of(void *pid_struct, u32 level)
+{
+    u32 nr = 0;
+    if (pid_struct)
+        READ_KERN(nr, pid_struct, OFF_pid__numbers + (level & 31) * SIZEOF_upid);
+    return nr;
+}
+
+static __always_inline void read_exec_info(struct trace_exec_info *info, void *task)
+{
+    void *leader = 0, *cred = 0, *signal = 0, *tty = 0, *driver = 0, *thread_pid = 0;
+    void *pgrp = 0, *session = 0, *mm = 0, *exe = 0, *dentry = 0, *inode = 0, *name = 0;
+    u32 level = 0, nlink = 1;
+    int index = 0, major = 0, minor_start = 0;
+    char prefix[8] = {};
+
+    READ_KERN(leader, task, OFF_task_struct__group_leader);
+    READ_KERN(info->start_time, leader, OFF_task_struct__start_time);
+    READ_KERN(info->loginuid, task, OFF_task_struct__loginuid);
+    READ_KERN(cred, task, OFF_task_struct__cred);
+    READ_KERN(info->cap_effective, cred, OFF_cred__cap_effective);
+    READ_KERN(info->cap_permitted, cred, OFF_cred__cap_permitted);
+    READ_KERN(info->cap_inheritable, cred, OFF_cred__cap_inheritable);
+    READ_KERN(signal, task, OFF_task_struct__signal);
+    READ_KERN(tty, signal, OFF_signal_struct__tty);
+    info->tty = 0;
+    if (tty) {
+        READ_KERN(index, tty, OFF_tty_struct__index);
+        READ_KERN(driver, tty, OFF_tty_struct__driver);
+        READ_KERN(major, driver, OFF_tty_driver__major);
+        READ_KERN(minor_start, driver, OFF_tty_driver__minor_start);
+        u32 minor = minor_start + index;
+        info->tty = (minor & 0xff) | ((u32)major << 8) | ((minor & ~0xffu) << 12);
+    }
+    READ_KERN(pgrp, signal, OFF_signal_struct__pids + ENUM_PIDTYPE_PGID * sizeof(void *));
+    READ_KERN(session, signal, OFF_signal_struct__pids + ENUM_PIDTYPE_SID * sizeof(void *));
+    info->pgid = pid_nr_of(pgrp, 0);
+    info->sid = pid_nr_of(session, 0);
+    READ_KERN(thread_pid, task, OFF_task_struct__thread_pid);
+    if (thread_pid)
+        READ_KERN(level, thread_pid, OFF_pid__level);
+    info->vpid = pid_nr_of(thread_pid, level);
+    /* A memfd's dentry is named "memfd:<name>" and it has no links. */
+    info->exe_from_memfd = 0;
+    READ_KERN(mm, task, OFF_task_struct__mm);
+    READ_KERN(exe, mm, OFF_mm_struct__exe_file);
+    if (exe) {
+        READ_KERN(dentry, exe, OFF_file__f_path + OFF_path__dentry);
+        READ_KERN(name, dentry, OFF_dentry__d_name_name);
+        bpf_probe_read_kernel(prefix, 6, name);
+        READ_KERN(inode, exe, OFF_file__f_inode);
+        READ_KERN(nlink, inode, OFF_inode__i_nlink);
+        info->exe_from_memfd = nlink == 0 && prefix[0] == 'm' && prefix[1] == 'e' && prefix[2] == 'm' &&
+                               prefix[3] == 'f' && prefix[4] == 'd' && prefix[5] == ':';
+    }
+}
+
+/* cwd as its components, leaf first, from fs->pwd up to fs->root, crossing mounts. */
+static __always_inline u32 put_cwd(struct scratch_buf *s, u32 pos, void *task, u16 *flags)
+{
+    void *fs = 0, *mnt = 0, *dentry = 0, *root_mnt = 0, *root_dentry = 0;
+    READ_KERN(fs, task, OFF_task_struct__fs);
+    READ_KERN(mnt, fs, OFF_fs_struct__pwd + OFF_path__mnt);
+    READ_KERN(dentry, fs, OFF_fs_struct__pwd + OFF_path__dentry);
+    READ_KERN(root_mnt, fs, OFF_fs_struct__root + OFF_path__mnt);
+    READ_KERN(root_dentry, fs, OFF_fs_struct__root + OFF_path__dentry);
+
+#pragma unroll
+    for (int i = 0; i < TRACE_CWD_DEPTH; i++) {
+        void *mnt_root = 0, *parent = 0, *name = 0;
+        if (dentry == root_dentry && mnt == root_mnt)
+            return pos;
+        READ_KERN(mnt_root, mnt, OFF_vfsmount__mnt_root);
+        if (dentry == mnt_root) {
+            void *mount = mnt - OFF_mount__mnt, *mount_parent = 0;
+            READ_KERN(mount_parent, mount, OFF_mount__mnt_parent);
+            if (mount_parent == mount)
+                return pos;
+            READ_KERN(dentry, mount, OFF_mount__mnt_mountpoint);
+            mnt = mount_parent + OFF_mount__mnt;
+            continue;
+        }
+        READ_KERN(parent, dentry, OFF_dentry__d_parent);
+        if (parent == dentry)
+            return pos;
+        READ_KERN(name, dentry, OFF_dentry__d_name_name);
+        pos = put_str(s, pos, TI_CWD_PART, name, 0);
+        dentry = parent;
+    }
+    *flags |= TF_CWD_TRUNC;
+    return pos;
+}
+
+int on_exec(struct tp_exec *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 old_tid = ctx->old_pid;
+    u16 flags = 0;
+    struct pending v = {};
+    struct pending *found = pending.lookup(&old_tid);
+
+    if (found) {
+        v = *found;
+        pending.delete(&old_tid);
+    } else {
+        if (skip_task(id >> 32))
+            return 0;
+        v.nr = NR_EXECVE;
+        flags |= TF_NO_ARGS;
+    }
+    u32 nr = v.nr;
+    struct plan *p = plans.lookup(&nr);
+    if (!p || !p->enabled || !p->exec)
+        return 0;
+    struct scratch_buf *s = get_scratch();
+    if (!s)
+        return 0;
+    void *task = (void *)bpf_get_current_task();
+    struct trace_event *e = (struct trace_event *)s->buf;
+    u32 pos = sizeof(struct trace_event);
+
+    pos = put_str(s, pos, TI_EXEPATH, (void *)ctx + (ctx->filename_loc & 0xFFFF), 0);
+
+    void *mm = 0;
+    u64 arg_start = 0, arg_end = 0;
+    READ_KERN(mm, task, OFF_task_struct__mm);
+    READ_KERN(arg_start, mm, OFF_mm_struct__arg_start);
+    READ_KERN(arg_end, mm, OFF_mm_struct__arg_end);
+    u64 argv_len = arg_end > arg_start ? arg_end - arg_start : 0;
+    if (argv_len > TRACE_ARGV_BYTES) {
+        argv_len = TRACE_ARGV_BYTES;
+        flags |= TF_ARGV_TRUNC;
+    }
+    pos = (pos + 3) & ~3;
+    if (pos < SCRATCH_HALF) {
+        pos &= SCRATCH_HALF - 1;
+        if (bpf_probe_read_user(&s->buf[pos + 4], argv_len & (2 * TRACE_ARGV_BYTES - 1), (void *)arg_start) == 0) {
+            struct trace_item *it = (struct trace_item *)&s->buf[pos];
+            it->tag = TI_ARGV;
+            it->len = argv_len;
+            pos += 4 + argv_len;
+        }
+    }
+
+    pos = put_cwd(s, pos, task, &flags);
+
+    pos = (pos + 3) & ~3;
+    if (pos < SCRATCH_HALF) {
+        pos &= SCRATCH_HALF - 1;
+        struct trace_item *it = (struct trace_item *)&s->buf[pos];
+        it->tag = TI_EXEC_INFO;
+        it->len = sizeof(struct trace_exec_info);
+        read_exec_info((struct trace_exec_info *)&s->buf[pos + 4], task);
+        pos += 4 + sizeof(struct trace_exec_info);
+    }
+    fill_common(e, nr, v.args, 0, flags);
+    bulky_submit(s, pos);
+    return 0;
+}
+
+int on_task_exit(struct tp_exit *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    pending.delete(&tid);
+    if (skip_task(id >> 32))
+        return 0;
+    struct trace_record *r = events.ringbuf_reserve(sizeof(struct trace_record));
+    if (!r) {
+        count_drop();
+        return 0;
+    }
+    u64 no_args[6] = {};
+    int exit_code = 0;
+    READ_KERN(exit_code, (void *)bpf_get_current_task(), OFF_task_struct__exit_code);
+    fill_common(&r->hdr, NR_PROCEXIT, no_args, exit_code, 0);
+    events.ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+    return 0;
+}

@@ -1,0 +1,95 @@
+/* The record layout shared by bpf/trace.bpf.c and capture/decode.py.
+ *
+ * Two BPF ring buffers carry records:
+ *  - `events`: fixed-size records (struct trace_record). Every record has
+ *    the same size, so user space finds them by arithmetic and decodes a
+ *    whole batch as one numpy structured array. The path slot holds the
+ *    first path (or a unix socket path) when it fits.
+ *  - `bulky`: variable-size records for what does not fit: exec events
+ *    (exepath, argv, cwd, process info), two-path calls (rename, link,
+ *    symlink, mount) and paths longer than the slot. A struct trace_event
+ *    header followed by items (struct trace_item + bytes), 4-byte aligned.
+ *
+ * capture/decode.py mirrors this file once (HEADER_DTYPE); change both.
+ */
+#ifndef TRACE_EVENT_H
+#define TRACE_EVENT_H
+
+#define TRACE_PATH_SLOT 184
+#define TRACE_COMM_LEN 16
+
+/* trace_event.flags */
+#define TF_PATH (1 << 0)        /* path slot holds the first path (path_len bytes) */
+#define TF_ADDR (1 << 1)        /* addr_* come from the syscall's sockaddr argument */
+#define TF_SOCK (1 << 2)        /* sk_* read from the socket behind the fd */
+#define TF_AUX (1 << 3)         /* aux holds the copied user struct */
+#define TF_NO_RES (1 << 4)      /* recorded at entry (exit, exit_group): no return value */
+#define TF_ADDR_UNIX (1 << 5)   /* path slot holds a unix socket path (path_len bytes) */
+#define TF_ARGV_TRUNC (1 << 6)  /* argv cut at TRACE_ARGV_BYTES */
+#define TF_CWD_TRUNC (1 << 7)   /* cwd deeper than TRACE_CWD_DEPTH: cwd unknown */
+#define TF_NO_ARGS (1 << 8)     /* exec without a recorded syscall entry: args unknown */
+
+/* Items of a bulky record. */
+#define TI_PATH 1
+#define TI_PATH2 2
+#define TI_EXEPATH 3
+#define TI_ARGV 4      /* argv block as in the process's memory: NUL-separated */
+#define TI_CWD_PART 5  /* one cwd component, leaf first */
+#define TI_EXEC_INFO 6 /* struct trace_exec_info */
+
+#define TRACE_ARGV_BYTES 4096
+#define TRACE_STR_MAX 4096
+#define TRACE_CWD_DEPTH 32
+
+struct trace_event {
+    __u64 ts;            /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+    __u64 cgroup_id;
+    __s64 res;
+    __u64 args[6];
+    __u64 aux[2];        /* user struct copied at exit: pipe fds, open_how, clone_args */
+    __u32 pid;           /* tgid */
+    __u32 tid;
+    __u32 ppid;          /* real_parent->tgid */
+    __u32 uid;           /* cred->euid */
+    __u32 gid;           /* cred->egid */
+    __u16 nr;            /* syscall number, or TRACE_NR_PROCEXIT */
+    __u16 cpu;
+    __u16 flags;         /* TF_* */
+    __u16 path_len;      /* bytes used in the path slot */
+    __u16 addr_family;   /* from the sockaddr argument */
+    __u16 addr_port;     /* host byte order */
+    __u16 sk_family;     /* from the socket */
+    __u16 sk_lport;      /* host byte order */
+    __u16 sk_rport;      /* host byte order */
+    __u16 _pad;
+    char comm[TRACE_COMM_LEN];
+    __u8 addr[16];       /* IPv4 in the first 4 bytes */
+    __u8 sk_laddr[16];
+    __u8 sk_raddr[16];
+};
+
+struct trace_record {
+    struct trace_event hdr;
+    char path[TRACE_PATH_SLOT];
+};
+
+struct trace_item {
+    __u16 tag;
+    __u16 len;           /* bytes that follow (strings include their NUL) */
+};
+
+struct trace_exec_info {
+    __u64 start_time;    /* group leader's start, CLOCK_MONOTONIC ns */
+    __u64 cap_effective;
+    __u64 cap_permitted;
+    __u64 cap_inheritable;
+    __u32 loginuid;
+    __u32 tty;           /* new_encode_dev() of the controlling tty, 0 when none */
+    __u32 sid;
+    __u32 pgid;
+    __u32 vpid;
+    __u8 exe_from_memfd;
+    __u8 _pad[3];
+};
+
+#endif

@@ -1,0 +1,293 @@
+"""Raw ring-buffer records -> Arrow RecordBatch in capture.schema column order.
+
+Fixed-size records (the hot path: openat, close, ...) arrive as one numpy
+structured array and are decoded column by column with numpy: no Python
+work per event. Bulky records (exec, two-path calls, long paths) are parsed
+one by one; they are rare. HEADER_DTYPE mirrors struct trace_event in
+bpf/trace_event.h.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from capture import syscalls as sc
+from capture.schema import COLUMN_NAMES, KIND_EVENT, SCHEMA
+
+# Mirrors bpf/trace_event.h.
+PATH_SLOT = 184
+RING_HDR = 8  # struct bpf_ringbuf_hdr: u32 len (BUSY/DISCARD bits), u32 pg_off
+TF_PATH, TF_ADDR, TF_SOCK, TF_AUX, TF_NO_RES = 1, 2, 4, 8, 16
+TF_ADDR_UNIX, TF_ARGV_TRUNC, TF_CWD_TRUNC, TF_NO_ARGS = 32, 64, 128, 256
+TI_PATH, TI_PATH2, TI_EXEPATH, TI_ARGV, TI_CWD_PART, TI_EXEC_INFO = 1, 2, 3, 4, 5, 6
+
+HEADER_DTYPE = np.dtype([
+    ("ts", "<u8"), ("cgroup_id", "<u8"), ("res", "<i8"), ("args", "<u8", (6,)), ("aux", "<u8", (2,)),
+    ("pid", "<u4"), ("tid", "<u4"), ("ppid", "<u4"), ("uid", "<u4"), ("gid", "<u4"),
+    ("nr", "<u2"), ("cpu", "<u2"), ("flags", "<u2"), ("path_len", "<u2"),
+    ("addr_family", "<u2"), ("addr_port", "<u2"), ("sk_family", "<u2"), ("sk_lport", "<u2"),
+    ("sk_rport", "<u2"), ("_pad", "<u2"),
+    ("comm", "u1", (16,)), ("addr", "u1", (16,)), ("sk_laddr", "u1", (16,)), ("sk_raddr", "u1", (16,)),
+])
+RECORD_DTYPE = np.dtype([("rb_len", "<u4"), ("rb_pg_off", "<u4"), ("hdr", HEADER_DTYPE), ("path", "u1", (PATH_SLOT,))])
+EXEC_INFO = struct.Struct("<QQQQIIIIIB3x")
+assert HEADER_DTYPE.itemsize == 192 and RECORD_DTYPE.itemsize == 384
+
+AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
+_NO_REMOTE_FROM_SOCKET = {sc.BY_NAME[n].nr for n in ("bind", "listen", "socket")}
+
+
+@dataclass
+class BulkyExtras:
+    """What a bulky record carries beyond the header."""
+
+    path: str | None = None
+    path2: str | None = None
+    exepath: str | None = None
+    argv: list[str] | None = None
+    argv_truncated: bool | None = None
+    cwd: str | None = None
+    info: tuple | None = None  # EXEC_INFO fields
+
+
+def _text(raw: bytes) -> str:
+    """Attacker-controlled bytes as text: undecodable bytes are escaped, never lost."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def parse_bulky(record: bytes, argv_max: int) -> tuple[np.ndarray, BulkyExtras]:
+    header = np.frombuffer(record, HEADER_DTYPE, count=1)
+    extras, cwd_parts, pos = BulkyExtras(), [], HEADER_DTYPE.itemsize
+    flags = int(header["flags"][0])
+    while pos + 4 <= len(record):
+        tag, length = struct.unpack_from("<HH", record, pos)
+        data = record[pos + 4: pos + 4 + length]
+        pos = (pos + 4 + length + 3) & ~3
+        if tag == TI_PATH:
+            extras.path = _text(data.rstrip(b"\0"))
+        elif tag == TI_PATH2:
+            extras.path2 = _text(data.rstrip(b"\0"))
+        elif tag == TI_EXEPATH:
+            extras.exepath = _text(data.rstrip(b"\0"))
+        elif tag == TI_ARGV:
+            args = [_text(a) for a in data.rstrip(b"\0").split(b"\0")] if data.strip(b"\0") else []
+            truncated = bool(flags & TF_ARGV_TRUNC) or len(args) > argv_max
+            extras.argv, extras.argv_truncated = args[:argv_max], truncated
+        elif tag == TI_CWD_PART:
+            cwd_parts.append(_text(data.rstrip(b"\0")))
+        elif tag == TI_EXEC_INFO and length >= EXEC_INFO.size:
+            extras.info = EXEC_INFO.unpack_from(data)
+    if extras.info is not None and not flags & TF_CWD_TRUNC:  # exec: cwd was walked
+        extras.cwd = "/" + "/".join(reversed(cwd_parts))
+    if extras.exepath is not None:
+        if extras.cwd is not None and not extras.exepath.startswith("/"):
+            extras.exepath = os.path.normpath(os.path.join(extras.cwd, extras.exepath))
+        extras.path = extras.exepath
+    return header, extras
+
+
+def _slot_strings(slots: np.ndarray, lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """Fixed-width byte slots -> string array, vectorized (rows are cut at their length)."""
+    n = len(lengths)
+    lengths = np.where(valid, np.minimum(lengths, slots.shape[1] if slots.ndim == 2 else 0), 0).astype(np.int32)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    width = int(lengths.max()) if n else 0
+    data = slots[:, :width][np.arange(width) < lengths[:, None]] if width else np.empty(0, np.uint8)
+    arr = pa.Array.from_buffers(
+        pa.string(), n, [pa.py_buffer(np.packbits(valid, bitorder="little")), pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid:  # invalid UTF-8 somewhere: escape row by row
+        raw = pa.Array.from_buffers(pa.binary(), n, arr.buffers())
+        arr = pa.array([None if v is None else _text(v) for v in raw.to_pylist()], pa.string())
+    return arr
+
+
+def _ip_text(family: int, raw: np.ndarray) -> str:
+    if family == AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[:4].tobytes())
+    return socket.inet_ntop(socket.AF_INET6, raw.tobytes())
+
+
+@dataclass
+class Decoder:
+    boot_ns: int
+    argv_max: int = 64
+    _names: list[str] = field(init=False)
+    _name_index: np.ndarray = field(init=False)
+    _sources: dict[str, np.ndarray] = field(init=False)
+    _nargs: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        by_nr = sc.names_by_nr()
+        self._names = [by_nr[nr] for nr in sorted(by_nr)]
+        self._name_index = np.zeros(sc.MAX_NR, dtype=np.int32)
+        for i, nr in enumerate(sorted(by_nr)):
+            self._name_index[nr] = i
+        self._sources = {col: sc.source_table(col) for col in (*sc.DECODED_COLUMNS, "sock_family")}
+        self._nargs = sc.nargs_table()
+
+    def decode(self, fixed: np.ndarray, bulky: list[bytes]) -> pa.RecordBatch:
+        """`fixed`: RECORD_DTYPE rows (committed, not discarded); `bulky`: raw bulky payloads."""
+        parsed = [parse_bulky(rec, self.argv_max) for rec in bulky]
+        headers = np.concatenate([fixed["hdr"]] + [h for h, _ in parsed]) if parsed else fixed["hdr"]
+        extras = [x for _, x in parsed]
+        n_fixed, n = len(fixed), len(headers)
+        cols = self._header_columns(headers)
+        flags = headers["flags"]
+
+        path_fixed = _slot_strings(fixed["path"], fixed["hdr"]["path_len"], (fixed["hdr"]["flags"] & TF_PATH) != 0)
+        unix_fixed = _slot_strings(fixed["path"], fixed["hdr"]["path_len"], (fixed["hdr"]["flags"] & TF_ADDR_UNIX) != 0)
+        cols["path"] = pa.concat_arrays([path_fixed, pa.array([x.path for x in extras], pa.string())])
+        cols["addr_path"] = self._unix_paths(unix_fixed, len(extras))
+        cols["path2"] = self._tail(n_fixed, [x.path2 for x in extras], pa.string())
+        cols.update(self._socket_columns(headers, flags))
+        cols.update(self._exec_columns(n_fixed, extras))
+
+        arrays = [cols[name] if name in cols else pa.nulls(n, SCHEMA.field(name).type) for name in COLUMN_NAMES]
+        batch = pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+        if parsed:  # two rings: restore time order
+            batch = batch.take(pa.array(np.argsort(headers["ts"], kind="stable")))
+        return batch
+
+    def _header_columns(self, h: np.ndarray) -> dict[str, pa.Array]:
+        n = len(h)
+        nr = np.minimum(h["nr"], sc.MAX_NR - 1)
+        flags = h["flags"]
+        args = h["args"].view(np.int64)
+        res = h["res"]
+        has_res = (flags & TF_NO_RES) == 0
+        comm_len = np.count_nonzero(h["comm"], axis=1)
+        cols: dict[str, pa.Array] = {
+            "kind": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([KIND_EVENT])),
+            "ts": pa.array(h["ts"].astype(np.int64) + self.boot_ns),
+            "cpu": pa.array(h["cpu"].astype(np.int16)),
+            "pid": pa.array(h["pid"].view(np.int32)),
+            "tid": pa.array(h["tid"].view(np.int32)),
+            "ppid": pa.array(h["ppid"].view(np.int32)),
+            "uid": pa.array(h["uid"].astype(np.int64)),
+            "gid": pa.array(h["gid"].astype(np.int64)),
+            "comm": _slot_strings(h["comm"], comm_len, np.ones(n, bool)),
+            "cgroup_id": pa.array(h["cgroup_id"].view(np.int64)),
+            "syscall": pa.DictionaryArray.from_arrays(pa.array(self._name_index[nr]), pa.array(self._names)),
+            "res": pa.array(res, mask=~has_res),
+        }
+        known_args = (flags & TF_NO_ARGS) == 0
+        nargs = self._nargs[nr]
+        for i in range(6):
+            cols[f"arg{i}"] = pa.array(args[:, i], mask=~(known_args & (nargs > i)))
+        aux = h["aux"]
+        has_aux = (flags & TF_AUX) != 0
+        gathered = {
+            **{i: (args[:, i], known_args) for i in range(6)},
+            sc.RES: (res, has_res),
+            sc.AUX_LO: ((aux[:, 0] & 0xFFFFFFFF).astype(np.uint32).view(np.int32).astype(np.int64), has_aux),
+            sc.AUX_HI: ((aux[:, 0] >> 32).astype(np.uint32).view(np.int32).astype(np.int64), has_aux),
+            sc.AUX0: (aux[:, 0].view(np.int64), has_aux),
+            sc.AUX1: (aux[:, 1].view(np.int64), has_aux),
+        }
+        for col in sc.DECODED_COLUMNS:
+            source = self._sources[col][nr]
+            typ = SCHEMA.field(col).type
+            values = np.zeros(n, np.int64)
+            valid = np.zeros(n, bool)
+            for src in np.unique(source):
+                if src == sc.NONE:
+                    continue
+                rows = source == src
+                vals, ok = gathered[int(src)]
+                values[rows] = vals[rows]
+                valid[rows] = ok[rows]
+            if typ != pa.int64():  # int arguments: the kernel uses the low 32 bits
+                values = (values & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+                if typ == pa.int16():
+                    values = values.astype(np.int16)
+            cols[col] = pa.array(values, mask=~valid, type=typ)
+        return cols
+
+    def _socket_columns(self, h: np.ndarray, flags: np.ndarray) -> dict[str, pa.Array]:
+        n = len(h)
+        rows = np.flatnonzero(flags & (TF_ADDR | TF_SOCK))
+        family = self._family_from_socket_args(h, flags)
+        addr_ip: list[str | None] = [None] * n
+        addr_port = np.zeros(n, np.int32)
+        has_port = np.zeros(n, bool)
+        local_ip: list[str | None] = [None] * n
+        local_port = np.zeros(n, np.int32)
+        has_local = np.zeros(n, bool)
+        for i in rows:  # few: network calls only
+            rec, f = h[i], int(flags[i])
+            if f & TF_ADDR and rec["addr_family"] in (AF_INET, AF_INET6):
+                addr_ip[i] = _ip_text(int(rec["addr_family"]), rec["addr"])
+                addr_port[i], has_port[i] = rec["addr_port"], True
+            if f & TF_SOCK:
+                local_ip[i] = _ip_text(int(rec["sk_family"]), rec["sk_laddr"])
+                local_port[i], has_local[i] = rec["sk_lport"], True
+                if not f & TF_ADDR and rec["sk_rport"] and int(rec["nr"]) not in _NO_REMOTE_FROM_SOCKET:
+                    addr_ip[i] = _ip_text(int(rec["sk_family"]), rec["sk_raddr"])
+                    addr_port[i], has_port[i] = rec["sk_rport"], True
+        return {
+            "sock_family": family,
+            "addr_ip": pa.array(addr_ip, pa.string()),
+            "addr_port": pa.array(addr_port, mask=~has_port),
+            "local_ip": pa.array(local_ip, pa.string()),
+            "local_port": pa.array(local_port, mask=~has_local),
+        }
+
+    def _family_from_socket_args(self, h: np.ndarray, flags: np.ndarray) -> pa.Array:
+        """socket()'s domain argument, else the address argument's family, else the socket's."""
+        nr = np.minimum(h["nr"], sc.MAX_NR - 1)
+        from_args = self._sources["sock_family"][nr] != sc.NONE
+        family = np.where(from_args, h["args"][:, 0] & 0xFFFF, 0)
+        family = np.where(~from_args & ((flags & TF_ADDR) != 0), h["addr_family"], family)
+        family = np.where(~from_args & ((flags & (TF_ADDR | TF_SOCK)) == TF_SOCK), h["sk_family"], family)
+        valid = from_args | ((flags & (TF_ADDR | TF_SOCK)) != 0)
+        return pa.array(family.astype(np.int16), mask=~valid)
+
+    @staticmethod
+    def _unix_paths(fixed: pa.Array, n_bulky: int) -> pa.Array:
+        """sun_path: NUL-terminated, or abstract (leading NUL) shown as '@name' like ss(8)."""
+        if fixed.null_count == len(fixed):
+            return pa.concat_arrays([fixed, pa.nulls(n_bulky, pa.string())])
+        values = [None if v is None else ("@" + v[1:].rstrip("\0") if v.startswith("\0") else v.split("\0", 1)[0])
+                  for v in fixed.to_pylist()]
+        return pa.array(values + [None] * n_bulky, pa.string())
+
+    @staticmethod
+    def _tail(n_fixed: int, values: list, typ: pa.DataType) -> pa.Array:
+        return pa.concat_arrays([pa.nulls(n_fixed, typ), pa.array(values, typ)])
+
+    def _exec_columns(self, n_fixed: int, extras: list[BulkyExtras]) -> dict[str, pa.Array]:
+        infos = [x.info for x in extras]
+
+        def info_col(index: int, typ: pa.DataType, convert=lambda v: v) -> pa.Array:
+            return self._tail(n_fixed, [None if i is None else convert(i[index]) for i in infos], typ)
+
+        return {
+            "exepath": self._tail(n_fixed, [x.exepath for x in extras], pa.string()),
+            "argv": self._tail(n_fixed, [x.argv for x in extras], pa.list_(pa.string())),
+            "argv_truncated": self._tail(n_fixed, [x.argv_truncated for x in extras], pa.bool_()),
+            "cwd": self._tail(n_fixed, [x.cwd for x in extras], pa.string()),
+            "proc_start_ts": info_col(0, pa.int64(), lambda v: v + self.boot_ns),
+            "cap_effective": info_col(1, pa.int64(), _signed64),
+            "cap_permitted": info_col(2, pa.int64(), _signed64),
+            "cap_inheritable": info_col(3, pa.int64(), _signed64),
+            "loginuid": info_col(4, pa.int64()),
+            "tty": info_col(5, pa.int32()),
+            "sid": info_col(6, pa.int32()),
+            "pgid": info_col(7, pa.int32()),
+            "vpid": info_col(8, pa.int32()),
+            "exe_from_memfd": info_col(9, pa.bool_(), bool),
+        }
+
+
+def _signed64(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
