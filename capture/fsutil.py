@@ -54,6 +54,14 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def publish(tmp: Path, final: Path) -> None:
     """Atomically give the fsynced file `tmp` its final name, durably."""
     os.replace(tmp, final)

@@ -36,16 +36,20 @@ from capture.fsutil import (
     create_private_file,
     ensure_private_dir,
     fsync_dir,
+    fsync_file,
     is_disk_full,
     publish,
 )
 from capture.manifest import Manifest, SegmentEntry
-from capture.tail import META_SEGMENT_NAME, TAIL_NAME, TailWriter
+from capture.tail import META_SEGMENT_NAME, TAIL_NAME, TailReader, TailWriter
 
 SEGMENT_GLOB = "seg-*.parquet"
 _SEGMENT_RE = re.compile(r"^seg-(\d{8}T\d{6})-(\d{6,})\.parquet$")
 _TEMP_RE = re.compile(r"^\.(seg-.*\.parquet|manifest\.json|current\.arrows)\.tmp$")
 DEFAULT_ROW_GROUP_ROWS = 128 * 1024
+# Set on a segment rebuilt from the tail of a recorder that died: its drop
+# counts are unknown (the drops JSON then carries "unknown": true).
+META_RECOVERED = b"trace.recovered"
 _COMPRESSION = "zstd"
 
 
@@ -212,7 +216,7 @@ class SegmentWriter:
         with self._store_errors():
             for leftover in remove_temporary_files(self.directory):
                 print(f"trace: removed unfinished file {leftover.name} left by an interrupted recorder", file=sys.stderr)
-            self._remove_stale_tail()
+            recover_tail(self.directory)
             self.manifest = Manifest.load(self.directory)
             self.manifest.host, self.manifest.kernel = identity.host, identity.kernel
             self.manifest.boot_ns = identity.boot_ns
@@ -289,11 +293,6 @@ class SegmentWriter:
 
     def _store_errors(self):
         return _StoreErrors(self)
-
-    def _remove_stale_tail(self) -> None:
-        # A tail left by a killed recorder describes a segment that was never
-        # finalized; a follower must not wait on it.
-        (self.directory / TAIL_NAME).unlink(missing_ok=True)
 
     def _open(self) -> None:
         now = self._clock()
@@ -379,11 +378,7 @@ class SegmentWriter:
             }
         )
         segment.parquet.close()
-        fd = os.open(segment.tmp_path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(segment.tmp_path)
         publish(segment.tmp_path, segment.final_path)
         segment.published = True
         self.manifest.add(
@@ -433,6 +428,48 @@ class SegmentWriter:
             (self.directory / entry.name).unlink(missing_ok=True)
         fsync_dir(self.directory)
         self.manifest.remove({e.name for e in victims})
+
+
+def recover_tail(directory: Path) -> int:
+    """Finalize the rows a killed recorder left in `current.arrows`; returns the events saved.
+
+    The tail holds every complete batch of the segment that was being
+    written (a torn last message is dropped), so a crash loses at most the
+    batch in flight. The segment keeps the name the tail announced: its
+    sequence number was reserved in the manifest and never used by a
+    finalized file. A tail that reached end-of-stream belongs to a segment
+    that was already finalized and is just removed.
+    """
+    path = Path(directory) / TAIL_NAME
+    if not path.exists():
+        return 0
+    try:
+        with TailReader(path) as reader:
+            batches = reader.poll()
+            name, finished, tail_schema = reader.segment_name, reader.finished, reader.schema
+    except (OSError, pa.ArrowException) as exc:
+        print(f"trace: warning: cannot read the tail left by an interrupted recorder ({exc}); its events are lost", file=sys.stderr)
+        path.unlink(missing_ok=True)
+        return 0
+    events = sum(pc.sum(pc.equal(b.column("kind").cast(pa.string()), schema.KIND_EVENT)).as_py() or 0 for b in batches)
+    if finished or name is None or not _SEGMENT_RE.match(name) or (path.parent / name).exists() or not events:
+        path.unlink()
+        return 0
+    table = pa.Table.from_batches(batches)
+    event_nums = table.filter(pc.equal(table["kind"].cast(pa.string()), schema.KIND_EVENT))["evt_num"]
+    metadata = {k: v for k, v in tail_schema.metadata.items() if k != META_SEGMENT_NAME}
+    metadata[schema.META_FIRST_EVT_NUM] = str(pc.min(event_nums).as_py()).encode()
+    metadata[schema.META_DROPS] = json.dumps({"kernel": {}, "user": 0, "unknown": True}).encode()
+    metadata[META_RECOVERED] = b"tail"
+    final = path.parent / name
+    tmp = path.parent / f".{name}.tmp"
+    os.close(create_private_file(tmp))
+    pq.write_table(table.replace_schema_metadata(metadata), str(tmp), compression=_COMPRESSION, row_group_size=DEFAULT_ROW_GROUP_ROWS)
+    fsync_file(tmp)
+    publish(tmp, final)
+    path.unlink()
+    print(f"trace: recovered {events} events of the unfinished segment {name} from the tail of an interrupted recorder", file=sys.stderr)
+    return events
 
 
 class _StoreErrors:

@@ -23,6 +23,7 @@ from capture import schema
 from capture.fsutil import CaptureStoreError
 from capture.manifest import Manifest
 from capture.segments import (
+    META_RECOVERED,
     CaptureIdentity,
     DropCounts,
     RetentionPolicy,
@@ -251,12 +252,18 @@ def test_leftovers_of_a_crash_are_cleaned_and_the_manifest_rebuilt(tmp_path):
     del writer  # no close: the process "died"
 
     writer = writer_for(capture, rotation=RotationPolicy(max_events=10))
-    assert writer.last_evt_num == 20
+    assert writer.last_evt_num == 25  # the open segment's events were saved from the tail
     assert not [p for p in capture.iterdir() if p.name.startswith(".")] and not (capture / TAIL_NAME).exists()
     write_events(writer, 1, batch_rows=1)
     writer.close()
-    assert [parse_segment_name(p.name) for p in list_segment_files(capture)] == [1, 2, 3]
-    assert events_of(read_segments(capture)[-1])["evt_num"].to_pylist() == [21]
+    files = list_segment_files(capture)
+    assert [parse_segment_name(p.name) for p in files] == [1, 2, 3, 4]
+    recovered = pq.read_table(files[2])
+    assert recovered["kind"].cast(pa.string()).to_pylist()[:2] == ["proc", "proc"]
+    assert events_of(recovered)["evt_num"].to_pylist() == list(range(21, 26))
+    assert kv(files[2])[META_RECOVERED] == b"tail" and json.loads(kv(files[2])[schema.META_DROPS])["unknown"] is True
+    assert events_of(read_segments(capture)[-1])["evt_num"].to_pylist() == [26]
+    assert [e.seq for e in Manifest.load(capture).segments] == [1, 2, 3, 4]
 
 
 def test_unwritable_directory_is_one_clear_error(tmp_path):
@@ -325,12 +332,15 @@ def test_sigkill_mid_write_leaves_every_finalized_segment_readable(tmp_path):
     nums = [n for p in files for n in events_of(pq.read_table(p))["evt_num"].to_pylist()]
     assert nums == list(range(1, len(nums) + 1))
 
-    writer = writer_for(capture)  # the next start cleans up and continues
+    writer = writer_for(capture)  # the next start cleans up, saves the tail, and continues
     assert not [p for p in capture.iterdir() if p.name.startswith(".")]
-    assert writer.last_evt_num == nums[-1]
+    recovered = list_segment_files(capture)
+    all_nums = [n for p in recovered for n in events_of(pq.read_table(p))["evt_num"].to_pylist()]
+    assert all_nums[: len(nums)] == nums and all_nums == list(range(1, len(all_nums) + 1))
+    assert writer.last_evt_num == all_nums[-1]
     write_events(writer, 5, batch_rows=5)
     writer.close()
-    assert parse_segment_name(list_segment_files(capture)[-1].name) > parse_segment_name(files[-1].name)
+    assert parse_segment_name(list_segment_files(capture)[-1].name) > parse_segment_name(recovered[-1].name)
 
 
 batch_sizes = st.lists(st.integers(min_value=0, max_value=120), min_size=1, max_size=12)
