@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from analyzer.report.alerts_input import load_alerts
+from analyzer.report.alerts_input import AlertsFile, load_alerts
 from analyzer.report.builder import build_context
 from analyzer.report.grouping import DEFAULT_WINDOW_NS
 from analyzer.report.model import ReportContext
@@ -28,7 +28,7 @@ __all__ = ["render_report", "build_context", "render_html", "ReportContext", "DE
 
 
 def render_report(
-    alerts: str | Path | pa.Table | None,
+    alerts: str | Path | pa.Table | AlertsFile | None,
     capture_set: Any,
     out_path: str | Path,
     *,
@@ -39,9 +39,9 @@ def render_report(
 ) -> ReportContext:
     """Write the HTML report to ``out_path`` (mode 0600) and return its context.
 
-    ``alerts``: the alerts Parquet `trace hunt` stored, or an Arrow table of
-    the same shape (docs/contracts.md section 3); None with ``pid`` for an
-    investigation report when no rule fired.
+    ``alerts``: the alerts Parquet `trace hunt` stored, an Arrow table of
+    the same shape (docs/contracts.md section 3), or an AlertsFile already
+    loaded; None with ``pid`` for an investigation report when no rule fired.
     ``capture_set``: the captures the alerts came from, opened by
     analyzer.state (anything with a ``.con``), or a DuckDB connection that
     exposes the `events`, `processes` and `fds` views.
@@ -51,7 +51,7 @@ def render_report(
     Raises TraceError on unreadable alerts or an unknown pid.
     """
     con = capture_set if isinstance(capture_set, duckdb.DuckDBPyConnection) else capture_set.con
-    alerts_file = load_alerts(alerts) if alerts is not None else None
+    alerts_file = alerts if isinstance(alerts, AlertsFile) or alerts is None else load_alerts(alerts)
     ctx = build_context(
         con, alerts_file, pid=pid, captures=captures or [], report_command=report_command, window_ns=window_ns,
     )

@@ -13,7 +13,7 @@ import duckdb
 from analyzer.alerts import RuleMeta
 from analyzer.errors import TraceError
 from analyzer.report.activity import Activity, EventRow
-from analyzer.output import PRIORITIES, Alert
+from analyzer.output import Alert
 from analyzer.report.alerts_input import AlertsFile
 from analyzer.report.attack import attack_tag
 from analyzer.report.grouping import DEFAULT_WINDOW_NS, group_alerts, grouping_rule_text
@@ -24,8 +24,8 @@ from analyzer.report.model import (
 from analyzer.report.narrative import describe_action, narrate
 from analyzer.report.text import clip, display, format_ns
 from analyzer.report.tree import Tree, build_tree
+from analyzer.rules.model import Priority
 
-_RANKS = {name.lower(): rank for rank, name in enumerate(PRIORITIES)} | {"info": PRIORITIES.index("Informational")}
 _LEVEL = {"emergency": "critical", "alert": "critical", "critical": "critical", "error": "error",
           "warning": "warning", "notice": "notice"}
 MAX_DETAILS = 300
@@ -33,7 +33,8 @@ MAX_EVIDENCE = 2000
 
 
 def priority_rank(priority: str) -> int:
-    return _RANKS.get(priority.lower(), len(PRIORITIES))
+    parsed = Priority.parse(priority)
+    return len(Priority) if parsed is None else int(parsed)
 
 
 def priority_level(priority: str) -> str:

@@ -33,7 +33,9 @@ class ProcessNode:
     ``images`` lists the earlier images of the same pid (a shell that forked
     and then exec'd ``cat`` is one node, ``cat``, with ``images=['bash']``).
     ``folded`` are uninvolved children left out of the tree and counted in
-    "+N more"; ``folded_sample`` names a few of them.
+    "+N more"; ``folded_sample`` names a few of them. A root that is not the
+    top of its lineage (a chain too deep to show) has ``elided_above``
+    ancestors up to ``elided_top`` left out.
     """
 
     node_id: str
@@ -53,6 +55,8 @@ class ProcessNode:
     children: list[ProcessNode] = field(default_factory=list)
     folded: int = 0
     folded_sample: list[str] = field(default_factory=list)
+    elided_above: int = 0
+    elided_top: str = ""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ INLINE_CHARS = 160
 
 # C0/C1 controls, DEL, and the Unicode format characters that reorder or hide
 # text (bidi embeddings/overrides/isolates, zero-width joiners, BOM).
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+_UNSAFE = re.compile("[\\\\\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
 
@@ -29,7 +29,8 @@ def _escape_char(match: re.Match[str]) -> str:
     if named is not None:
         return named
     code = ord(char)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    # \xNN is kept for ASCII controls and invalid bytes (>= 0x80): one meaning each.
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
 
 
 def display(value: object) -> str:

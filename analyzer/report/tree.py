@@ -46,6 +46,14 @@ def build_tree(
         tops = [system_root(p) for p in focus]
     else:
         tops = [list(p.ancestors())[-1] for p in focus]
+    # A chain deeper than the tree can show starts lower, and says what it left out above.
+    elided: dict[int, tuple[int, Proc]] = {}
+    for i, (proc, top) in enumerate(zip(focus, tops)):
+        chain = list(proc.ancestors())
+        depth = chain.index(top) if top in chain else len(chain) - 1
+        if depth >= MAX_DEPTH:
+            tops[i] = chain[MAX_DEPTH // 2]
+            elided[id(tops[i])] = (depth - MAX_DEPTH // 2, top)
 
     on_path: set[int] = set()
     for proc, top in zip(focus, tops):
@@ -96,7 +104,12 @@ def build_tree(
 
     roots = []
     for top in dict.fromkeys(tops):  # distinct, in focus order
-        roots.append(make(top, 0))
+        root = make(top, 0)
+        if id(top) in elided:
+            count, real_top = elided[id(top)]
+            root.elided_above = count
+            root.elided_top = f"{display(real_top.image.comm)} ({real_top.pid})"
+        roots.append(root)
     return Tree(roots, node_ids, involved, len(node_ids))
 
 
