@@ -29,9 +29,6 @@ from analyzer.fields.spec import ArgKind, FieldSpec, FieldType
 
 NS = 1_000_000_000
 
-# falco_common.cpp priority_names, most severe first.
-PRIORITIES = ("Emergency", "Alert", "Critical", "Error", "Warning", "Notice", "Informational", "Debug")
-
 NOT_AVAILABLE = "<NA>"
 
 # Falco's rule compiler replaces this placeholder when no -pc/-pk option
@@ -49,17 +46,6 @@ _FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)+")
 _BRACKET_ARG = re.compile(r"\[([^\]\[]*)\]")
 _WIDTH = re.compile(r"[0-9]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def priority_name(priority: str) -> str:
-    """Falco's spelling of a priority given in any case (`INFO` is Informational)."""
-    folded = priority.strip().lower()
-    for name in PRIORITIES:
-        if folded == name.lower():
-            return name
-    if folded == "info":
-        return "Informational"
-    raise TraceError(f"unknown priority {priority!r}: expected one of {', '.join(PRIORITIES)}")
 
 
 def utc_offset_now() -> int:
@@ -259,7 +245,7 @@ class Alert:
 
     time_ns: int
     rule: str
-    priority: str  # Falco's spelling (PRIORITIES)
+    priority: str  # Falco's spelling: Priority.falco_name ("Warning", "Informational")
     source: str
     hostname: str
     output: str  # the full text line: "HH:MM:SS.nnnnnnnnn: Priority message"

@@ -19,7 +19,6 @@ from analyzer.output import (
     falco_time,
     iso8601_utc,
     parse_output,
-    priority_name,
     render_text_value,
 )
 
@@ -62,21 +61,6 @@ def test_evt_time_is_libsinsp_clock_in_the_given_offset():
 def test_json_time_is_utc_rfc3339_with_nanoseconds():
     assert iso8601_utc(TS) == "2023-11-14T22:13:20.123456789Z"
     assert iso8601_utc(0) == "1970-01-01T00:00:00.000000000Z"
-
-
-@pytest.mark.parametrize(
-    ("given_priority", "expected"),
-    [("WARNING", "Warning"), ("info", "Informational"), ("INFO", "Informational"), ("Informational", "Informational"),
-     ("critical", "Critical"), ("emergency", "Emergency"), ("NOTICE", "Notice"), ("debug", "Debug"), ("ERROR", "Error"),
-     ("alert", "Alert")],
-)
-def test_priorities_take_falco_spelling(given_priority, expected):
-    assert priority_name(given_priority) == expected
-
-
-def test_unknown_priority_is_an_error():
-    with pytest.raises(Exception, match="unknown priority"):
-        priority_name("urgent")
 
 
 def test_fields_with_arguments_keep_their_spelling_as_keys():

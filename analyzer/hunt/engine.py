@@ -13,13 +13,16 @@ matched events pay for them. Results stream in event order as Arrow batches.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
+import pyarrow as pa
 
 from analyzer.errors import TraceError
+from analyzer.fields.catalog import sql_string
 from analyzer.output import Alert, OutputField, OutputFormat, build_alert
 
 MATCH_FIRST = "first"
@@ -45,7 +48,7 @@ class HuntRule:
     name: str
     condition_sql: str  # a boolean expression over the events view
     evttypes: frozenset[str] | None  # None: the condition does not restrict evt.type
-    priority: str  # Falco's spelling (analyzer.output.PRIORITIES)
+    priority: str  # Falco's spelling (Priority.falco_name)
     output: OutputFormat
     tags: tuple[str, ...] = ()
     source: str = "syscall"
@@ -63,11 +66,6 @@ class UnsupportedRule:
     def __str__(self) -> str:
         where = f" (field {self.field})" if self.field else ""
         return f"{self.rule}{where}: {self.reason}"
-
-
-def sql_string(text: str) -> str:
-    """A SQL string literal: the only way a rules-file value reaches the scan's SQL."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -157,18 +155,35 @@ def build_scan(
 
 @dataclass
 class Hunt:
-    """Runs a Scan and turns its rows into alerts, counting hits per rule."""
+    """Runs a Scan and turns its rows into alerts, counting hits per rule.
+
+    execute() does the scan (the long part: callers show progress around
+    it); alerts() then streams the matched events in event order.
+    """
 
     con: duckdb.DuckDBPyConnection
     scan: Scan
     utc_offset: int
     batch_rows: int = 4096
     hits: Counter[str] = field(default_factory=Counter)
+    _batches: Iterator[pa.RecordBatch] | None = None
+
+    def execute(self) -> None:
+        try:
+            relation = self.con.sql(self.scan.sql, params=list(self.scan.params))
+            reader = relation.to_arrow_reader(self.batch_rows)
+            first = reader.read_next_batch()
+        except StopIteration:
+            self._batches = iter(())
+            return
+        except duckdb.Error as exc:
+            raise TraceError(f"the hunt query failed: {exc}") from exc
+        self._batches = itertools.chain([first], reader)
 
     def alerts(self) -> Iterator[Alert]:
-        relation = self.con.sql(self.scan.sql, params=list(self.scan.params))
-        reader = relation.to_arrow_reader(self.batch_rows)
-        for batch in reader:
+        if self._batches is None:
+            self.execute()
+        for batch in self._batches:  # type: ignore[union-attr]
             for row in batch.to_pylist():
                 hit = row["_hit"]
                 for index in [hit] if self.scan.match == MATCH_FIRST else hit:
@@ -193,6 +208,22 @@ class Hunt:
             container_id=row["container_id"],
             segment=row["_segment"],
         )
+
+
+def reject_unbindable(
+    con: duckdb.DuckDBPyConnection, rules: Sequence[HuntRule], relation: str = "events"
+) -> tuple[list[HuntRule], list[UnsupportedRule]]:
+    """Rules whose SQL DuckDB refuses to bind are set aside, loudly, so one
+    bad rule cannot sink the scan of all the others."""
+    good, rejected = [], []
+    for rule in rules:
+        try:
+            con.execute(f"SELECT {_guarded(rule)} FROM {relation} LIMIT 0").fetchall()
+        except duckdb.Error as exc:
+            rejected.append(UnsupportedRule(rule.name, None, f"DuckDB rejected the compiled SQL: {exc}"))
+        else:
+            good.append(rule)
+    return good, rejected
 
 
 def run_hunt(con: duckdb.DuckDBPyConnection, scan: Scan, *, utc_offset: int) -> Hunt:

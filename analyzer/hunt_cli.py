@@ -1,0 +1,195 @@
+"""`trace hunt`: a thin click command over analyzer.hunt."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from analyzer.errors import TraceError
+from analyzer.hunt.engine import MATCH_FIRST, MATCH_MODES, build_scan, reject_unbindable, run_hunt
+from analyzer.hunt.plan import HuntPlan, default_rules_files, field_sql, plan_hunt
+
+EXIT_NO_ALERTS = 0
+EXIT_ALERTS = 3
+
+_FRACTION = re.compile(r"\.(\d{1,9})")
+
+
+def parse_time(text: str) -> int:
+    """--since/--until: ISO 8601 (no zone means UTC, fraction up to ns) or epoch seconds."""
+    text = text.strip()
+    if re.fullmatch(r"\d+(\.\d{1,9})?", text):
+        whole, _, frac = text.partition(".")
+        return int(whole) * 1_000_000_000 + int(frac.ljust(9, "0") or 0)
+    frac_match = _FRACTION.search(text)
+    nanos = int(frac_match.group(1).ljust(9, "0")) if frac_match else 0
+    plain = _FRACTION.sub("", text, count=1)
+    try:
+        moment = datetime.fromisoformat(plain)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected ISO 8601 (2024-05-01T13:45:00.123456789Z) or epoch seconds")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp()) * 1_000_000_000 + nanos
+
+
+class _Time(click.ParamType):
+    name = "TIME"
+
+    def convert(self, value, param, ctx):
+        return value if isinstance(value, int) else parse_time(value)
+
+
+def _default_alerts_path(captures: tuple[str, ...]) -> Path:
+    first = Path(captures[0])
+    base = first if first.is_dir() else first.parent
+    return base / "alerts.parquet"
+
+
+def _print_summary(plan: HuntPlan, hits: dict[str, int], rejected, total: int) -> None:
+    echo = lambda line="": click.echo(line, err=True)  # noqa: E731
+    echo(f"{total} alert(s) from {len(plan.runnable) - len(rejected)} rule(s)")
+    width = max((len(str(n)) for n in hits.values()), default=1)
+    for rule in plan.runnable:
+        if rule.name in {r.rule for r in rejected}:
+            continue
+        echo(f"  {hits.get(rule.name, 0):>{width}}  {rule.priority:<13} {rule.name}")
+    unsupported = list(plan.unsupported) + list(rejected)
+    if unsupported:
+        echo(f"UNSUPPORTED: {len({u.rule for u in unsupported})} rule(s) did not run:")
+        for item in unsupported:
+            echo(f"  {item}")
+    if plan.output_gaps:
+        echo("output fields a capture cannot hold (printed as <NA>):")
+        for item in plan.output_gaps:
+            echo(f"  {item}")
+
+
+def _open_captures(captures: tuple[str, ...], warnings: list[str]):
+    from analyzer.state import open_captures  # DuckDB and the state build load only when needed
+
+    return open_captures(list(captures), warnings=warnings)
+
+
+@click.command()
+@click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
+@click.option("--rules", "rules_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Falco rules file; repeat for several, loaded in order. Default: trace's rules in rules/.")
+@click.option("--since", type=_Time(), help="Only events at or after TIME (ISO 8601, UTC unless a zone is given, or epoch seconds).")
+@click.option("--until", type=_Time(), help="Only events before TIME.")
+@click.option("--rule", "rule_names", multiple=True, metavar="NAME", help="Run only the rule NAME. Repeatable.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Run only rules tagged TAG. Repeatable (any of them).")
+@click.option("--match", type=click.Choice(MATCH_MODES), default=MATCH_FIRST, show_default=True,
+              help="first: per event only the first matching rule fires, as in Falco. all: every matching rule fires.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Alerts on stdout as Falco's text lines or its json_output lines.")
+@click.option("-o", "--output", "jsonl_path", type=click.Path(dir_okay=False, writable=True),
+              help="Also write the alerts to this file as Falco JSON lines (mode 0600).")
+@click.option("--alerts", "alerts_path", type=click.Path(dir_okay=False, writable=True),
+              help="Where to store the alerts for `trace report` (Parquet). Default: alerts.parquet in the first capture's directory.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True),
+              help="Also render the HTML incident report here.")
+def hunt(captures, rules_files, since, until, rule_names, tags, match, output_format, jsonl_path, alerts_path,
+         report_path) -> None:
+    """Run Falco rules over recorded captures and print Falco-compatible alerts.
+
+    CAPTURE is a capture directory, its manifest.json, segment Parquet
+    files or globs of them; captures from several hosts hunt together.
+    Alert times print in this machine's time zone, as Falco does.
+
+    \b
+    Exit status:
+      0  the hunt ran and no rule fired
+      3  the hunt ran and at least one alert fired
+      1  error (bad capture, unreadable rules, failed query)
+      2  usage error
+    """
+    from analyzer.alerts import AlertsMeta, AlertsWriter, RuleMeta
+    from analyzer.hunt.progress import QueryProgress, quiet_duckdb
+    from analyzer.output import utc_offset_now
+
+    if since is not None and until is not None and since >= until:
+        raise click.BadParameter("--since must be before --until")
+    files = list(rules_files) or [str(p) for p in default_rules_files()]
+    plan = plan_hunt(files, names=rule_names, tags=tags)
+    for finding in plan.findings:
+        click.echo(finding.format(), err=True)
+    errors = [f for f in plan.findings if f.is_error]
+    if errors:
+        click.echo(f"warning: {len(errors)} rules-file error(s): the rules they concern did not load", err=True)
+    if not plan.runnable:
+        _print_summary(plan, {}, [], 0)
+        raise TraceError("none of the selected rules can run on a capture")
+
+    warnings: list[str] = []
+    capture_set = _open_captures(captures, warnings)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    try:
+        from analyzer.sql.compiler import install_runtime
+
+        con = capture_set.con
+        install_runtime(con)
+        show_progress = sys.stderr.isatty()
+        quiet_duckdb(con, show_progress)
+        runnable, rejected = reject_unbindable(con, plan.runnable)
+        if not runnable:
+            _print_summary(plan, {}, rejected, 0)
+            raise TraceError("none of the selected rules can run on a capture")
+        scan = build_scan(runnable, match=match, field_sql=field_sql, since_ns=since, until_ns=until)
+        run = run_hunt(con, scan, utc_offset=utc_offset_now())
+        if show_progress:
+            with QueryProgress(con, sys.stderr, "hunting"):
+                run.execute()
+        else:
+            run.execute()
+
+        meta = AlertsMeta(
+            captures=tuple(str(Path(c).resolve()) for c in captures),
+            rules_files=tuple(str(Path(f).resolve()) for f in files),
+            command=shlex.join(["trace", *sys.argv[1:]]),
+            rule_meta={r.name: RuleMeta(r.desc, r.priority, r.tags) for r in runnable},
+        )
+        alerts_file = Path(alerts_path) if alerts_path else _default_alerts_path(captures)
+        jsonl = _open_private(Path(jsonl_path)) if jsonl_path else None
+        try:
+            with AlertsWriter(alerts_file, meta) as store:
+                for alert in run.alerts():
+                    line = alert.to_json() if output_format == "json" else alert.output
+                    click.echo(line)
+                    if jsonl is not None:
+                        jsonl.write(alert.to_json() + "\n")
+                    store.write(alert)
+        finally:
+            if jsonl is not None:
+                jsonl.close()
+        total = sum(run.hits.values())
+        _print_summary(plan, dict(run.hits), rejected, total)
+        click.echo(f"alerts stored in {alerts_file}", err=True)
+        if report_path:
+            _render_report(alerts_file, capture_set, report_path, list(captures), meta.command)
+    finally:
+        close = getattr(capture_set, "close", None)
+        if close is not None:
+            close()
+    click.get_current_context().exit(EXIT_ALERTS if total else EXIT_NO_ALERTS)
+
+
+def _open_private(path: Path):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "w", encoding="utf-8", errors="replace")
+
+
+def _render_report(alerts_file: Path, capture_set, report_path: str, captures: list[str], command: str) -> None:
+    from analyzer.report import DEFAULT_WINDOW_NS, render_report
+
+    ctx = render_report(alerts_file, capture_set, report_path, pid=None, window_ns=DEFAULT_WINDOW_NS,
+                        captures=captures, report_command=command)
+    click.echo(f"wrote {report_path}: {ctx.total_alerts} alerts in {len(ctx.incidents)} incidents", err=True)
