@@ -366,6 +366,19 @@ def test_list_substitution_like_falco(tmp_path):
     assert second == ()
 
 
+def test_list_named_as_a_single_value_is_pasted_like_falco(tmp_path):
+    ruleset = load_text(tmp_path, """
+        - list: one
+          items: ["/etc/x y"]
+        - list: two
+          items: [a, b]
+    """, rule_text("ok", "fd.name startswith one"), rule_text("bad", "proc.name = two"))
+    assert [c.right.value for c in comparisons(ruleset.rule("ok"))] == ["/etc/x y"]
+    assert errors(ruleset) == [
+        "list 'two' is pasted here by Falco and then cannot be parsed: it has 2 items where '=' takes one value"
+    ]
+
+
 def test_list_errors(tmp_path):
     ruleset = load_text(tmp_path, """
         - list: shells

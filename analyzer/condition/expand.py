@@ -7,6 +7,8 @@ Here the same happens on the AST: an unquoted item of a list literal that
 names a list is replaced by that list's items, parsed exactly as libsinsp
 would parse them at that spot, lists taken in definition order (so items a
 substitution brings in are substituted by later lists only, as in Falco).
+A list named as a single value (``proc.name = mylist``) is pasted too: it
+works for a one-item list and is an error otherwise, as in Falco.
 Deliberate differences: a quoted string is never rewritten (Falco's textual
 pass would rewrite ``"a mylist b"``), and ``in mylist`` without parentheses
 is reported instead of becoming the unparsable ``in a, b``.
@@ -74,6 +76,8 @@ class ListExpansion:
         def visit(node: ast.Node) -> ast.Node:
             if isinstance(node, ast.ListLiteral):
                 return self._substitute_literal(node, condition, errors)
+            if isinstance(node, ast.Comparison) and isinstance(node.right, ast.Literal):
+                return self._substitute_single_value(node, node.right, condition, errors)
             if isinstance(node, ast.ListName):
                 if node.name in self.items:
                     message = (
@@ -86,6 +90,30 @@ class ListExpansion:
             return node
 
         return expr.transform(visit), errors
+
+    def _substitute_single_value(
+        self, node: ast.Comparison, value: ast.Literal, condition: str, errors: list[ConditionError]
+    ) -> ast.Comparison:
+        """``proc.name = mylist``: Falco pastes the items there too, which
+        parses only when the list has exactly one item."""
+        if value.quoted or value.value not in self.items:
+            return node
+        self.used.add(value.value)
+        try:
+            items = self.parsed(value.value)
+        except ConditionError as exc:
+            items = ()
+            problem = exc.message
+        else:
+            problem = f"it has {len(items)} items where '{node.op}' takes one value"
+        if len(items) == 1:
+            return ast.Comparison(node.left, node.op, ast.Literal(items[0].value, items[0].raw, items[0].quoted,
+                                                                 value.span), node.modifier, node.span)
+        errors.append(ConditionError(
+            f"list '{value.value}' is pasted here by Falco and then cannot be parsed: {problem}",
+            condition, value.span.start, value.span.end - value.span.start,
+        ))
+        return node
 
     def _substitute_literal(
         self, node: ast.ListLiteral, condition: str, errors: list[ConditionError]
