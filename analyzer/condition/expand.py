@@ -56,6 +56,12 @@ class ListExpansion:
     items: dict[str, tuple[str, ...]]
     used: set[str] = field(default_factory=set)
     _parsed: dict[str, tuple[ast.Literal, ...] | ConditionError] = field(default_factory=dict)
+    _positions: dict[str, int] = field(default_factory=dict)
+
+    def _order(self) -> dict[str, int]:
+        if len(self._positions) != len(self.items):
+            self._positions = {name: i for i, name in enumerate(self.items)}
+        return self._positions
 
     def parsed(self, name: str) -> tuple[ast.Literal, ...]:
         cached = self._parsed.get(name)
@@ -118,13 +124,15 @@ class ListExpansion:
     def _substitute_literal(
         self, node: ast.ListLiteral, condition: str, errors: list[ConditionError]
     ) -> ast.ListLiteral:
-        candidates = {i.value for i in node.items if not i.quoted}
-        if not candidates & self.items.keys():
-            return node
+        order = self._order()
         items = list(node.items)
-        for name in self.items:  # definition order, like Falco's textual passes
-            if not any(not i.quoted and i.value == name for i in items):
-                continue
+        done = -1  # lists are applied one pass each, in definition order
+        while True:
+            present = {i.value for i in items if not i.quoted and order.get(i.value, -1) > done}
+            if not present:
+                break
+            name = min(present, key=order.__getitem__)
+            done = order[name]
             spliced: list[ast.Literal] = []
             for item in items:
                 if item.quoted or item.value != name:

@@ -15,6 +15,7 @@ assembled text back to the file position it came from.
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Sequence
@@ -40,10 +41,7 @@ class SourceFile:
     def __init__(self, path: str, text: str) -> None:
         self.path = path
         self.text = text
-        self._line_starts = [0]
-        for i, char in enumerate(text):
-            if char == "\n":
-                self._line_starts.append(i + 1)
+        self._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
 
     def location(self, index: int) -> SourceLocation:
         index = max(0, min(index, len(self.text)))

@@ -120,8 +120,15 @@ class _Compiler:
         ))
 
     def remember(self, expr: ast.Node, text: SourceText) -> None:
-        for node in expr.walk():
-            self.origins.setdefault(id(node), text)
+        """Record which text each node was parsed from; subtrees already
+        recorded (expanded macros) keep their own text."""
+        stack = [expr]
+        while stack:
+            node = stack.pop()
+            if id(node) in self.origins:
+                continue
+            self.origins[id(node)] = text
+            stack.extend(node.children())
 
     def run(self, files: list[str]) -> RuleSet:
         col = self.col
