@@ -58,7 +58,7 @@ class RuleSet:
     findings: list[Finding]
     required_engine_versions: list[tuple[str, SourceLocation]] = field(default_factory=list)
     required_plugin_versions: list[dict] = field(default_factory=list)
-    _origins: dict[int, SourceText] = field(default_factory=dict, repr=False)
+    _origins: dict[int, tuple[ast.Node, SourceText]] = field(default_factory=dict, repr=False)
     _line_text: object = field(default=None, repr=False)
 
     @property
@@ -86,8 +86,10 @@ class RuleSet:
     def locate(self, node: ast.Node) -> SourceLocation | None:
         """Where in the rules files a node of a rule's or macro's ``expr``
         was written (a macro's nodes point into the macro)."""
-        text = self._origins.get(id(node))
-        return text.locate(node.span.start) if text is not None else None
+        origin = self._origins.get(id(node))
+        if origin is None or origin[0] is not node:
+            return None
+        return origin[1].locate(node.span.start)
 
     def finding_at(self, node: ast.Node, message: str, rule: Rule, severity: Severity = Severity.ERROR,
                    code: str = "") -> Finding:
@@ -106,7 +108,7 @@ def compile_ruleset(collector: Collector, files: list[str]) -> RuleSet:
 class _Compiler:
     def __init__(self, collector: Collector) -> None:
         self.col = collector
-        self.origins: dict[int, SourceText] = {}
+        self.origins: dict[int, tuple[ast.Node, SourceText]] = {}
 
     def error(self, exc: ConditionError, text: SourceText, kind: str, name: str) -> None:
         location = text.locate(exc.offset)
@@ -127,7 +129,8 @@ class _Compiler:
             node = stack.pop()
             if id(node) in self.origins:
                 continue
-            self.origins[id(node)] = text
+            # the node is kept alive with its text so its id is never reused
+            self.origins[id(node)] = (node, text)
             stack.extend(node.children())
 
     def run(self, files: list[str]) -> RuleSet:
