@@ -10,6 +10,7 @@ module knows nothing about SQL.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from analyzer.condition import ast
 from analyzer.condition.errors import ConditionError
@@ -59,7 +60,7 @@ class RuleSet:
     required_engine_versions: list[tuple[str, SourceLocation]] = field(default_factory=list)
     required_plugin_versions: list[dict] = field(default_factory=list)
     _origins: dict[int, tuple[ast.Node, SourceText]] = field(default_factory=dict, repr=False)
-    _line_text: object = field(default=None, repr=False)
+    _line_text: Callable[[SourceLocation | None], str] | None = field(default=None, repr=False)
 
     @property
     def errors(self) -> list[Finding]:
@@ -96,7 +97,7 @@ class RuleSet:
         """A finding located at ``node``, for later stages (the SQL compiler's
         "unsupported field" reports)."""
         location = self.locate(node) or rule.location
-        line = self._line_text(location) if callable(self._line_text) else ""
+        line = self._line_text(location) if self._line_text else ""
         return Finding(severity, message, location, "rule", rule.name, line,
                        max(1, node.span.end - node.span.start), code)
 
