@@ -535,3 +535,21 @@ def test_fuzz_loader_reports_and_never_crashes(text):
     for finding in ruleset.findings:
         assert finding.location is not None and finding.location.file == "fuzz.yaml"
         finding.format()
+
+
+@pytest.mark.parametrize("text,message", [
+    ("- &a [*a]\n", "invalid YAML: an alias refers to a node containing it"),
+    ("[" * 5000, "invalid YAML"),
+    ("- macro: m\n  condition:\n", "Value for key 'condition' is empty"),
+    ("\x00", "invalid YAML: unacceptable character"),
+])
+def test_hostile_yaml_is_reported_not_raised(tmp_path, text, message):
+    ruleset = load_text(tmp_path, text)
+    assert ruleset.errors and ruleset.errors[0].message.startswith(message)
+
+
+def test_long_lines_are_shown_as_a_window_around_the_error(tmp_path):
+    ruleset = load_text(tmp_path, "- macro: m\n  condition: " + "a and " * 100 + " = x\n")
+    shown, caret = ruleset.errors[0].format().splitlines()[1:]
+    assert len(shown) < 140 and shown.startswith("    ...")
+    assert shown[caret.index("^")] == "="

@@ -128,6 +128,9 @@ def scalar_mapper(source: SourceFile, value: str, start: int, end: int) -> Calla
     return mapper
 
 
+_MAX_SHOWN = 120
+
+
 class Severity(Enum):
     ERROR = "error"
     WARNING = "warning"
@@ -156,10 +159,14 @@ class Finding:
         head = f"{where}: {self.severity.value}: {self.message}{item}"
         if not self.source_line or not self.location:
             return head
-        col = self.location.col
-        width = max(1, min(self.length, len(self.source_line) - col + 1))
+        line, col = self.source_line, self.location.col
+        if len(line) > _MAX_SHOWN:  # show a window around the column
+            start = max(0, col - 1 - _MAX_SHOWN // 2)
+            line = ("..." if start else "") + line[start:start + _MAX_SHOWN] + "..."
+            col = col - start + (3 if start else 0)
+        width = max(1, min(self.length, len(line) - col + 1))
         caret = " " * (col - 1) + "^" * width
-        return f"{head}\n    {self.source_line}\n    {caret}"
+        return f"{head}\n    {line}\n    {caret}"
 
 
 class RulesError(TraceError):

@@ -117,36 +117,47 @@ def load_documents(source: SourceFile) -> list[YNode]:
     Raises YamlSyntaxError."""
     try:
         nodes = list(yaml.compose_all(source.text, Loader=_LOADER))
+    except RecursionError:
+        raise YamlSyntaxError("invalid YAML: nested too deeply", source.location(0)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         index = mark.index if mark is not None else 0
         problem = exc.problem or exc.context or "invalid YAML"
         raise YamlSyntaxError(f"invalid YAML: {problem}", source.location(index)) from None
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError(f"invalid YAML: {exc}", source.location(0)) from None
+        raise YamlSyntaxError(f"invalid YAML: {str(exc).splitlines()[0]}", source.location(getattr(exc, "position", 0) or 0)) from None
     seen: dict[int, YNode] = {}
-    return [_convert(node, source, seen) for node in nodes if node is not None]
+    try:
+        return [_convert(node, source, seen, set()) for node in nodes if node is not None]
+    except RecursionError:
+        raise YamlSyntaxError("invalid YAML: nested too deeply", source.location(0)) from None
 
 
-def _convert(node: yaml.Node, source: SourceFile, seen: dict[int, YNode]) -> YNode:
+def _convert(node: yaml.Node, source: SourceFile, seen: dict[int, YNode], active: set[int]) -> YNode:
     # Aliases compose to the same node object; convert each once.
     cached = seen.get(id(node))
     if cached is not None:
         return cached
+    if id(node) in active:
+        raise YamlSyntaxError("invalid YAML: an alias refers to a node containing it",
+                              source.location(node.start_mark.index))
+    active.add(id(node))
     start, end = node.start_mark.index, node.end_mark.index
     if isinstance(node, yaml.ScalarNode):
-        result: YNode = YScalar(str(node.value), start, end, node.style is None, source)
+        # plain style is None from PyYAML's Python parser, "" from libyaml's
+        result: YNode = YScalar(str(node.value), start, end, not node.style, source)
     elif isinstance(node, yaml.SequenceNode):
-        result = YSeq(tuple(_convert(item, source, seen) for item in node.value), start, end, source)
+        result = YSeq(tuple(_convert(item, source, seen, active) for item in node.value), start, end, source)
     else:
         keys: list[YScalar] = []
         values: list[YNode] = []
         for key, value in node.value:
-            converted_key = _convert(key, source, seen)
+            converted_key = _convert(key, source, seen, active)
             if not isinstance(converted_key, YScalar):
                 raise YamlSyntaxError("mapping keys must be scalars", source.location(key.start_mark.index))
             keys.append(converted_key)
-            values.append(_convert(value, source, seen))
+            values.append(_convert(value, source, seen, active))
         result = YMap(tuple(keys), tuple(values), start, end, source)
+    active.discard(id(node))
     seen[id(node)] = result
     return result
