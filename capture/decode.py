@@ -38,6 +38,7 @@ HEADER_DTYPE = np.dtype([
 RECORD_DTYPE = np.dtype([("rb_len", "<u4"), ("rb_pg_off", "<u4"), ("hdr", HEADER_DTYPE), ("path", "u1", (PATH_SLOT,))])
 EXEC_INFO = struct.Struct("<QQQQIIIIIB3x")
 assert HEADER_DTYPE.itemsize == 192 and RECORD_DTYPE.itemsize == 384
+HEADER_WORDS = HEADER_DTYPE.itemsize // 8
 
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
 _NO_REMOTE_FROM_SOCKET = {sc.BY_NAME[n].nr for n in ("bind", "listen", "socket")}
@@ -111,6 +112,18 @@ def _slot_strings(slots: np.ndarray, lengths: np.ndarray, valid: np.ndarray) -> 
     return arr
 
 
+_NUMPY_TYPES = {pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64}
+
+
+def _ints(values: np.ndarray, valid: np.ndarray | None, typ: pa.DataType) -> pa.Array:
+    """A contiguous numpy int array as an Arrow array without a conversion pass."""
+    values = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[typ])
+    bitmap = None
+    if valid is not None and not valid.all():
+        bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(typ, len(values), [bitmap, pa.py_buffer(values)])
+
+
 def _ip_text(family: int, raw: np.ndarray) -> str:
     if family == AF_INET:
         return socket.inet_ntop(socket.AF_INET, raw[:4].tobytes())
@@ -138,7 +151,10 @@ class Decoder:
     def decode(self, fixed: np.ndarray, bulky: list[bytes]) -> pa.RecordBatch:
         """`fixed`: RECORD_DTYPE rows (committed, not discarded); `bulky`: raw bulky payloads."""
         parsed = [parse_bulky(rec, self.argv_max) for rec in bulky]
-        headers = np.concatenate([fixed["hdr"]] + [h for h, _ in parsed]) if parsed else fixed["hdr"]
+        # Headers packed contiguously (one pass over the ring copy).
+        fixed_words = fixed.view(np.uint64).reshape(len(fixed), RECORD_DTYPE.itemsize // 8)[:, 1:1 + HEADER_WORDS]
+        words = np.concatenate([fixed_words] + [h.view(np.uint64).reshape(1, HEADER_WORDS) for h, _ in parsed])
+        headers = words.view(HEADER_DTYPE).reshape(len(words))
         extras = [x for _, x in parsed]
         n_fixed, n = len(fixed), len(headers)
         cols = self._header_columns(headers)
@@ -146,11 +162,12 @@ class Decoder:
 
         path_fixed = _slot_strings(fixed["path"], fixed["hdr"]["path_len"], (fixed["hdr"]["flags"] & TF_PATH) != 0)
         unix_fixed = _slot_strings(fixed["path"], fixed["hdr"]["path_len"], (fixed["hdr"]["flags"] & TF_ADDR_UNIX) != 0)
-        cols["path"] = pa.concat_arrays([path_fixed, pa.array([x.path for x in extras], pa.string())])
+        cols["path"] = self._append(path_fixed, [x.path for x in extras])
         cols["addr_path"] = self._unix_paths(unix_fixed, len(extras))
-        cols["path2"] = self._tail(n_fixed, [x.path2 for x in extras], pa.string())
         cols.update(self._socket_columns(headers, flags))
-        cols.update(self._exec_columns(n_fixed, extras))
+        if extras:
+            cols["path2"] = self._tail(n_fixed, [x.path2 for x in extras], pa.string())
+            cols.update(self._exec_columns(n_fixed, extras))
 
         arrays = [cols[name] if name in cols else pa.nulls(n, SCHEMA.field(name).type) for name in COLUMN_NAMES]
         batch = pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
@@ -160,57 +177,59 @@ class Decoder:
 
     def _header_columns(self, h: np.ndarray) -> dict[str, pa.Array]:
         n = len(h)
-        nr = np.minimum(h["nr"], sc.MAX_NR - 1)
-        flags = h["flags"]
-        args = h["args"].view(np.int64)
-        res = h["res"]
+        # One transposing copy: each header word becomes a contiguous row, so
+        # the per-column work below reads memory sequentially instead of
+        # striding over whole records once per column.
+        w = np.ascontiguousarray(h.view(np.uint64).reshape(n, HEADER_WORDS).T)  # h is packed
+        nr = np.minimum((w[13] >> 32) & 0xFFFF, sc.MAX_NR - 1).astype(np.intp)
+        flags = (w[14] & 0xFFFF).astype(np.uint16)
+        args = w[3:9].view(np.int64)
+        res = w[2].view(np.int64)
         has_res = (flags & TF_NO_RES) == 0
-        comm_len = np.count_nonzero(h["comm"], axis=1)
+        comm = h["comm"]
         cols: dict[str, pa.Array] = {
             "kind": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([KIND_EVENT])),
-            "ts": pa.array(h["ts"].astype(np.int64) + self.boot_ns),
-            "cpu": pa.array(h["cpu"].astype(np.int16)),
-            "pid": pa.array(h["pid"].view(np.int32)),
-            "tid": pa.array(h["tid"].view(np.int32)),
-            "ppid": pa.array(h["ppid"].view(np.int32)),
-            "uid": pa.array(h["uid"].astype(np.int64)),
-            "gid": pa.array(h["gid"].astype(np.int64)),
-            "comm": _slot_strings(h["comm"], comm_len, np.ones(n, bool)),
-            "cgroup_id": pa.array(h["cgroup_id"].view(np.int64)),
-            "syscall": pa.DictionaryArray.from_arrays(pa.array(self._name_index[nr]), pa.array(self._names)),
-            "res": pa.array(res, mask=~has_res),
+            "ts": _ints(w[0].view(np.int64) + self.boot_ns, None, pa.int64()),
+            "cpu": _ints((w[13] >> 48).astype(np.int16), None, pa.int16()),
+            "pid": _ints((w[11] & 0xFFFFFFFF).astype(np.int32), None, pa.int32()),
+            "tid": _ints((w[11] >> 32).astype(np.int32), None, pa.int32()),
+            "ppid": _ints((w[12] & 0xFFFFFFFF).astype(np.int32), None, pa.int32()),
+            "uid": _ints((w[12] >> 32).view(np.int64), None, pa.int64()),
+            "gid": _ints((w[13] & 0xFFFFFFFF).view(np.int64), None, pa.int64()),
+            "comm": _slot_strings(comm, np.count_nonzero(comm, axis=1), np.ones(n, bool)),
+            "cgroup_id": _ints(w[1].view(np.int64), None, pa.int64()),
+            "syscall": pa.DictionaryArray.from_arrays(
+                _ints(self._name_index[nr], None, pa.int32()), pa.array(self._names)),
+            "res": _ints(res, has_res, pa.int64()),
         }
         known_args = (flags & TF_NO_ARGS) == 0
         nargs = self._nargs[nr]
         for i in range(6):
-            cols[f"arg{i}"] = pa.array(args[:, i], mask=~(known_args & (nargs > i)))
-        aux = h["aux"]
+            cols[f"arg{i}"] = _ints(np.ascontiguousarray(args[i]), known_args & (nargs > i), pa.int64())
         has_aux = (flags & TF_AUX) != 0
-        gathered = {
-            **{i: (args[:, i], known_args) for i in range(6)},
-            sc.RES: (res, has_res),
-            sc.AUX_LO: ((aux[:, 0] & 0xFFFFFFFF).astype(np.uint32).view(np.int32).astype(np.int64), has_aux),
-            sc.AUX_HI: ((aux[:, 0] >> 32).astype(np.uint32).view(np.int32).astype(np.int64), has_aux),
-            sc.AUX0: (aux[:, 0].view(np.int64), has_aux),
-            sc.AUX1: (aux[:, 1].view(np.int64), has_aux),
-        }
+        # Every possible source of a decoded column as one row of a matrix
+        # (indexed by the sc.* source codes), then one gather per column.
+        candidates = np.empty((11, n), np.int64)
+        candidates[0:6] = args
+        candidates[sc.RES] = res
+        candidates[sc.AUX_LO] = (w[9] & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+        candidates[sc.AUX_HI] = (w[9] >> 32).astype(np.uint32).view(np.int32)
+        candidates[sc.AUX0] = w[9].view(np.int64)
+        candidates[sc.AUX1] = w[10].view(np.int64)
+        candidate_ok = np.empty((12, n), bool)
+        candidate_ok[0:6] = known_args
+        candidate_ok[sc.RES] = has_res
+        candidate_ok[sc.AUX_LO:sc.AUX1 + 1] = has_aux
+        candidate_ok[11] = False  # sc.NONE (-1) lands here
+        rows = np.arange(n)
         for col in sc.DECODED_COLUMNS:
             source = self._sources[col][nr]
             typ = SCHEMA.field(col).type
-            values = np.zeros(n, np.int64)
-            valid = np.zeros(n, bool)
-            for src in np.unique(source):
-                if src == sc.NONE:
-                    continue
-                rows = source == src
-                vals, ok = gathered[int(src)]
-                values[rows] = vals[rows]
-                valid[rows] = ok[rows]
-            if typ != pa.int64():  # int arguments: the kernel uses the low 32 bits
+            values = candidates[np.maximum(source, 0), rows]
+            valid = candidate_ok[source, rows]
+            if typ == pa.int32():  # int arguments: the kernel uses the low 32 bits
                 values = (values & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
-                if typ == pa.int16():
-                    values = values.astype(np.int16)
-            cols[col] = pa.array(values, mask=~valid, type=typ)
+            cols[col] = _ints(values, valid, typ)
         return cols
 
     def _socket_columns(self, h: np.ndarray, flags: np.ndarray) -> dict[str, pa.Array]:
@@ -260,6 +279,10 @@ class Decoder:
         values = [None if v is None else ("@" + v[1:].rstrip("\0") if v.startswith("\0") else v.split("\0", 1)[0])
                   for v in fixed.to_pylist()]
         return pa.array(values + [None] * n_bulky, pa.string())
+
+    @staticmethod
+    def _append(head: pa.Array, tail: list) -> pa.Array:
+        return pa.concat_arrays([head, pa.array(tail, head.type)]) if tail else head
 
     @staticmethod
     def _tail(n_fixed: int, values: list, typ: pa.DataType) -> pa.Array:
