@@ -101,27 +101,31 @@ def scalar_mapper(source: SourceFile, value: str, start: int, end: int) -> Calla
     greedily against the source (a folded line break stands for a space).
     A character the source does not spell literally (an escape such as
     \\u00e9) maps to the position of the previous match."""
-    raw = source.text
-    positions: list[int] = []
-    cursor = start
-    for char in value:
-        found = -1
-        limit = min(end, cursor + 256)
-        probe = cursor
-        while probe < limit:
-            candidate = raw[probe]
-            if candidate == char or (char in " \n" and candidate in " \n\t"):
-                found = probe
-                break
-            probe += 1
-        if found < 0:
-            positions.append(cursor if cursor < end else max(start, end - 1))
-        else:
-            positions.append(found)
-            cursor = found + 1
-    positions.append(cursor)
+    positions: list[int] = []  # computed on first use: most texts never need it
+
+    def build() -> None:
+        raw = source.text
+        cursor = start
+        for char in value:
+            found = -1
+            limit = min(end, cursor + 256)
+            probe = cursor
+            while probe < limit:
+                candidate = raw[probe]
+                if candidate == char or (char in " \n" and candidate in " \n\t"):
+                    found = probe
+                    break
+                probe += 1
+            if found < 0:
+                positions.append(cursor if cursor < end else max(start, end - 1))
+            else:
+                positions.append(found)
+                cursor = found + 1
+        positions.append(cursor)
 
     def mapper(offset: int) -> SourceLocation:
+        if not positions:
+            build()
         index = positions[max(0, min(offset, len(positions) - 1))]
         return source.location(index)
 
