@@ -1,0 +1,123 @@
+"""Captures opened in DuckDB with libsinsp's state rebuilt: the analyzer's views.
+
+Public API (used by `trace hunt`, `trace query` and `trace report`)::
+
+    from analyzer.state import open_captures
+
+    with open_captures(["cap/", "other-host/seg-*.parquet"], since=ns, until=ns) as cs:
+        cs.con.execute('SELECT "proc.name", count(*) FROM events GROUP BY 1').fetchall()
+        cs.hosts       # hostnames found in the segments
+        cs.warnings    # segments skipped (corrupt, truncated, unknown schema)
+        cs.captures    # the Capture objects (directory, segments)
+
+`open_captures(paths, since=None, until=None, *, con=None) -> CaptureSet`
+
+* `paths`: capture directories, manifest.json files, Parquet files or globs;
+  files are grouped by directory, one directory being one capture;
+* `since`/`until`: ns since the epoch, `since <= ts < until` on `events`
+  (state is always rebuilt from the whole capture: a process born before
+  `since` still has its ancestry). `parse_time` turns CLI text into ns;
+* raises TraceError for a missing path or an empty capture; corrupt
+  segments are skipped and listed in `.warnings`.
+
+The views (`events`, `processes`, `fds`) are the contract of
+docs/contracts.md section 2. Each capture's state is materialized once in
+`<capture>/.trace-cache/` (see analyzer/state/cache.py) and attached
+read-only; the events themselves are read lazily from the segments.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+
+from analyzer.errors import TraceError
+from analyzer.state.cache import configure, ensure_state
+from analyzer.state.inputs import Capture, resolve_captures
+from analyzer.state.views import CaptureSource, events_sql, fds_sql, processes_sql
+
+__all__ = ["CaptureSet", "open_captures", "parse_time"]
+
+
+@dataclass
+class CaptureSet:
+    con: duckdb.DuckDBPyConnection
+    captures: list[Capture]
+    hosts: list[str]
+    warnings: list[str] = field(default_factory=list)
+    _tempdir: tempfile.TemporaryDirectory | None = None
+
+    def close(self) -> None:
+        self.con.close()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
+
+    def __enter__(self) -> CaptureSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_captures(
+    paths: list[str] | tuple[str, ...],
+    since: int | None = None,
+    until: int | None = None,
+) -> CaptureSet:
+    warnings: list[str] = []
+    captures = resolve_captures([str(p) for p in paths], warnings)
+    spill = tempfile.TemporaryDirectory(prefix="trace-duckdb-")
+    con = duckdb.connect()
+    configure(con, Path(spill.name))
+    usable: list[Capture] = []
+    parts: dict[str, list[str]] = {"events": [], "processes": [], "fds": []}
+    for index, capture in enumerate(captures):
+        db_path, build_warnings = ensure_state(capture)
+        warnings.extend(build_warnings)
+        alias = f"cap{index}"
+        con.execute(f"ATTACH '{_quote(str(db_path))}' AS {alias} (READ_ONLY)")
+        good = {row[0] for row in con.execute(f"SELECT name FROM {alias}.segments").fetchall()}
+        source = CaptureSource(alias, tuple(s.path for s in capture.segments if s.name in good), capture.id_prefix)
+        if not source.paths:
+            continue
+        usable.append(capture)
+        for view, build in (("events", lambda s: events_sql(s, since, until)), ("processes", processes_sql), ("fds", fds_sql)):
+            name = f"_{view}_{index}"
+            con.execute(f"CREATE TEMP VIEW {name} AS {build(source)}")
+            parts[view].append(f"SELECT * FROM {name}")
+    if not usable:
+        con.close()
+        spill.cleanup()
+        raise TraceError("no readable segment in " + ", ".join(map(str, paths)) + ": " + "; ".join(warnings))
+    for view, selects in parts.items():
+        con.execute(f"CREATE TEMP VIEW {view} AS " + " UNION ALL ".join(selects))
+    hosts = sorted({h for c in usable for h in c.hosts})
+    return CaptureSet(con, usable, hosts, warnings, spill)
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
+_NUMBER = re.compile(r"^\d+(\.\d+)?$")
+
+
+def parse_time(text: str) -> int:
+    """ns since the epoch from ISO-8601 (naive = UTC), epoch seconds, or epoch ns (>= 1e15)."""
+    text = text.strip()
+    if _NUMBER.match(text):
+        value = float(text)
+        return int(text) if value >= 1e15 and "." not in text else int(value * 1_000_000_000)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise TraceError(f"cannot read time {text!r}: use ISO-8601 (2026-01-31T12:00:00Z) or epoch seconds") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000

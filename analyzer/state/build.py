@@ -1,0 +1,594 @@
+"""Rebuild libsinsp's thread and fd tables for one capture, as DuckDB tables.
+
+Set-based throughout: only the rows that change state are read (snapshot
+rows, fork/exec/exit, chdir, the fd-table syscalls, plus each pid's first
+event per segment), and every step is one SQL statement over all of them.
+The one Python loop runs over *fork generations*: a forked child inherits
+its parent's cwd and fd table at the fork, so generation N is resolved
+after generation N-1 (a handful of iterations, each set-based).
+
+Tables written (docs/contracts.md section 2 describes the views over them):
+
+* ``segments``: the segment files and their order base;
+* ``inc``: process incarnations (libsinsp threadinfo of a tgid, one row per
+  fork/exec image), with parent, previous image, life and ancestry lists;
+* ``cwd_state``: (life, ord) -> cwd after each change;
+* ``fd_state``: (life, fd, ord) -> the fd's description after each change
+  (op ``close`` rows end it);
+* ``users``, ``groups``, ``containers``: the latest snapshot names.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from analyzer.state.inputs import Capture
+from analyzer.state.sql import (
+    AT_FDCWD,
+    CLONE_THREAD,
+    EINPROGRESS,
+    EXEC_SYSCALLS,
+    F_DUPFD,
+    F_DUPFD_CLOEXEC,
+    FORK_SYSCALLS,
+    O_CLOEXEC,
+    O_DIRECTORY,
+    OPEN_SYSCALLS,
+    STATE_SYSCALLS,
+    sql_list,
+)
+
+_RAW_COLUMNS = (
+    "kind::VARCHAR AS kind, evt_num, ts, pid, tid, ppid, uid, gid, comm, cgroup_id, "
+    "container_id::VARCHAR AS container_id, syscall::VARCHAR AS syscall, res, arg1, fd, fd2, dirfd, path, "
+    "flags, mode, sock_family, sock_type, sock_proto, addr_ip, addr_port, addr_path, local_ip, local_port, "
+    "exepath, argv, cwd, env, loginuid, tty, sid, pgid, vpid, proc_start_ts, cap_effective, cap_permitted, "
+    "cap_inheritable, exe_from_memfd, exe_upper_layer, user_name, user_home, user_shell, group_name, "
+    "container_name, container_image"
+)
+_MAX_GENERATIONS = 100_000
+_MAX_DIRFD_PASSES = 8
+_NEXT_ID = "(SELECT coalesce(max(id), 0) FROM fd_state) + row_number() OVER () AS id"
+
+
+def materialize(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: list[str]) -> list[str]:
+    """Build every state table of `capture` into `con`; returns the names of the segments read."""
+    good = _load_segments(con, capture, warnings)
+    if good:
+        _order_segments(con)
+        _build_incarnations(con)
+        _build_ancestry(con)
+        _build_lives(con)
+        _build_own_rows(con)
+        _resolve_generations(con)
+        _build_names(con)
+    return good
+
+
+def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: list[str]) -> list[str]:
+    con.execute(
+        "CREATE TABLE segments (seg INTEGER, name VARCHAR, path VARCHAR, size BIGINT, mtime_ns BIGINT, "
+        "host VARCHAR, seq BIGINT, min_evt BIGINT, max_evt BIGINT, base BIGINT)"
+    )
+    good = []
+    created = False
+    for seg_id, seg in enumerate(capture.segments):
+        source = f"read_parquet('{_quote(str(seg.path))}')"
+        state_filter = f"kind <> 'evt' OR syscall IN {sql_list(STATE_SYSCALLS)}"
+        select_state = f"SELECT {seg_id}::INTEGER AS seg, {_RAW_COLUMNS} FROM {source} WHERE {state_filter}"
+        # One row per pid: its first event in the segment, a process seen
+        # without fork or snapshot still resolves from it.
+        select_seen = (
+            f"SELECT {seg_id}::INTEGER AS seg, * REPLACE ('seen' AS kind) FROM (SELECT {_RAW_COLUMNS} FROM {source} "
+            "WHERE kind = 'evt') QUALIFY row_number() OVER (PARTITION BY pid ORDER BY evt_num) = 1"
+        )
+        try:
+            con.execute("BEGIN")
+            if not created:
+                con.execute(f"CREATE TABLE raw AS {select_state} UNION ALL {select_seen}")
+                created = True
+            else:
+                con.execute(f"INSERT INTO raw {select_state} UNION ALL {select_seen}")
+            stats = con.execute(
+                f"SELECT min(evt_num), max(evt_num) FROM {source} WHERE kind = 'evt'"
+            ).fetchall()[0]
+            con.execute(
+                "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                [seg_id, seg.name, str(seg.path), seg.size, seg.mtime_ns, seg.host, seg.seq, stats[0], stats[1]],
+            )
+            con.execute("COMMIT")
+            good.append(seg.name)
+        except duckdb.Error as exc:
+            con.execute("ROLLBACK")
+            if not created:
+                # The failed CREATE rolled back with the transaction.
+                pass
+            warnings.append(f"skipping corrupt segment {seg.path}: {str(exc).splitlines()[0]}")
+    return good
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _order_segments(con: duckdb.DuckDBPyConnection) -> None:
+    # A segment's snapshot sits just before its first event; a segment without
+    # events takes the next segment's first event (or follows the last one).
+    con.execute(
+        """
+        UPDATE segments SET base = b.base FROM (
+            SELECT seg, coalesce(
+                min_evt,
+                min(min_evt) OVER (ORDER BY seq, name ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING),
+                max(max_evt) OVER (ORDER BY seq, name ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) + 1,
+                0) AS base
+            FROM segments) b
+        WHERE segments.seg = b.seg
+        """
+    )
+    con.execute(
+        """
+        CREATE TABLE rows AS
+        SELECT r.*, CASE WHEN r.kind IN ('evt', 'seen') THEN r.evt_num * 4 + 2 ELSE s.base * 4 END AS ord
+        FROM raw r JOIN segments s USING (seg)
+        """
+    )
+    con.execute("DROP TABLE raw")
+
+
+_IMAGE = (
+    "exepath, argv, env, loginuid, tty, sid, pgid, vpid, proc_start_ts, "
+    "cap_effective, cap_permitted, cap_inheritable, exe_from_memfd, exe_upper_layer"
+)
+_NO_IMAGE = ", ".join(f"NULL AS {c}" for c in _IMAGE.split(", "))
+
+
+def _build_incarnations(con: duckdb.DuckDBPyConnection) -> None:
+    """Process incarnations from fork/exec/exit and the soft starts (snapshot, first sighting)."""
+    forks, execs = sql_list(FORK_SYSCALLS), sql_list(EXEC_SYSCALLS)
+    common = "ts, seg, comm, uid, gid, container_id, cgroup_id, cwd"
+    con.execute(
+        f"""
+        CREATE TABLE bounds AS
+        -- the parent's side of a fork: the child is `res`. In a container the
+        -- return value is the child's pid in that namespace, so only host
+        -- processes use it; the child's own side (res = 0) covers the rest.
+        SELECT res::INTEGER AS pid, ord, 0 AS prio, 'fork' AS src, pid AS parent_pid, {common}, {_NO_IMAGE}
+        FROM rows WHERE kind = 'evt' AND syscall IN {forks} AND res > 0
+          AND (coalesce(flags, 0) & {CLONE_THREAD}) = 0 AND coalesce(container_id, 'host') = 'host'
+        UNION ALL
+        SELECT pid, ord, 0, 'fork', ppid, {common}, {_NO_IMAGE}
+        FROM rows WHERE kind = 'evt' AND syscall IN {forks} AND res = 0 AND pid = tid
+        UNION ALL
+        SELECT pid, ord, 1, 'exec', ppid, {common}, {_IMAGE}
+        FROM rows WHERE kind = 'evt' AND syscall IN {execs} AND res = 0
+        UNION ALL
+        SELECT pid, ord, 2, 'snap', ppid, {common}, {_IMAGE}
+        FROM rows WHERE kind = 'proc' AND (tid IS NULL OR tid = pid)
+        UNION ALL
+        SELECT pid, ord, 2, 'seen', ppid, {common}, {_NO_IMAGE}
+        FROM rows WHERE kind = 'seen'
+        UNION ALL
+        SELECT pid, ord, 3, 'exit', NULL, {common}, {_NO_IMAGE}
+        FROM rows WHERE kind = 'evt' AND syscall = 'procexit' AND pid = tid
+        """
+    )
+    # A fork or exec always starts an image; a snapshot row or a first
+    # sighting only when no process is known to be alive with that pid (they
+    # fill gaps, never duplicate); an exit ends the current one.
+    con.execute(
+        """
+        CREATE TABLE eff AS
+        SELECT * FROM (
+            SELECT *, lag(src) OVER (PARTITION BY pid ORDER BY ord, prio) AS prev_src FROM bounds)
+        WHERE (src = 'exec')
+           OR (src = 'fork' AND (prev_src IS NULL OR prev_src IN ('exit', 'snap', 'seen')))
+           OR (src IN ('snap', 'seen') AND (prev_src IS NULL OR prev_src = 'exit'))
+           OR (src = 'exit' AND prev_src IS NOT NULL AND prev_src <> 'exit')
+        """
+    )
+    con.execute(
+        """
+        CREATE TABLE starts AS
+        SELECT row_number() OVER (ORDER BY ord, pid)::BIGINT AS key, *
+        FROM (
+            SELECT *, lead(ord) OVER w AS next_ord, lead(src) OVER w AS next_src, lead(ts) OVER w AS next_ts
+            FROM eff WINDOW w AS (PARTITION BY pid ORDER BY ord, prio))
+        WHERE src <> 'exit'
+        """
+    )
+    # Parent: the parent pid's incarnation alive at this start. Previous image:
+    # the incarnation this exec replaced. Life: the fork or soft start that
+    # began this pid's run (execs keep the life, and with it cwd and fds).
+    con.execute(
+        """
+        CREATE TABLE inc0 AS
+        SELECT s.*,
+               p.key AS parent_key,
+               CASE WHEN s.src = 'exec' AND lag(s.next_ord) OVER w = s.ord THEN lag(s.key) OVER w END AS prev_key,
+               coalesce(last_value(CASE WHEN s.src <> 'exec' THEN s.key END IGNORE NULLS) OVER
+                        (w ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW), s.key) AS life_key
+        FROM starts s ASOF LEFT JOIN starts p ON p.pid = s.parent_pid AND s.ord >= p.ord
+        WINDOW w AS (PARTITION BY s.pid ORDER BY s.ord, s.prio)
+        """
+    )
+    # A forked child runs its parent's image until it execs; follow forks up
+    # to the image that an exec or a snapshot described.
+    con.execute(
+        f"""
+        CREATE TABLE image_of AS
+        WITH RECURSIVE img(key, img_key, depth) AS (
+            SELECT key, key, 0 FROM inc0 WHERE src <> 'fork' OR parent_key IS NULL
+            UNION ALL
+            SELECT c.key, img.img_key, img.depth + 1 FROM inc0 c JOIN img ON c.parent_key = img.key
+            WHERE c.src = 'fork' AND img.depth < {_MAX_GENERATIONS})
+        SELECT key, img_key FROM img
+        """
+    )
+    # Snapshot rows of later segments fill what events could not tell.
+    con.execute(
+        """
+        CREATE TABLE snapfill AS
+        SELECT i.key, arg_min(b, b.ord) AS snap FROM (
+            SELECT * FROM bounds WHERE src = 'snap') b
+        ASOF JOIN starts i ON i.pid = b.pid AND b.ord >= i.ord
+        WHERE i.next_ord IS NULL OR b.ord < i.next_ord
+        GROUP BY i.key
+        """
+    )
+    fill = ", ".join(f"coalesce(m.{c}, f.snap.{c}) AS {c}" for c in _IMAGE.split(", ") if c not in ("vpid", "proc_start_ts"))
+    con.execute(
+        f"""
+        CREATE TABLE inc AS
+        SELECT i.key, i.pid, i.src, i.ord AS start_ord, i.ts AS start_ts, i.next_ord AS end_ord,
+               CASE WHEN i.next_src IS NOT NULL THEN i.next_ts END AS end_ts,
+               i.next_src = 'exit' AS exited,
+               i.parent_pid AS ppid, i.parent_key, i.prev_key, i.life_key, i.seg,
+               coalesce(i.comm, f.snap.comm) AS comm,
+               i.uid, i.gid, i.container_id, i.cgroup_id,
+               {fill},
+               coalesce(i.vpid, f.snap.vpid, CASE WHEN coalesce(i.container_id, 'host') = 'host' THEN i.pid END) AS vpid,
+               i.proc_start_ts AS own_start_ts, f.snap.proc_start_ts AS snap_start_ts
+        FROM inc0 i
+        LEFT JOIN image_of io ON io.key = i.key
+        LEFT JOIN inc0 m ON m.key = coalesce(io.img_key, i.key)
+        LEFT JOIN snapfill f ON f.key = i.key
+        """
+    )
+    # Process creation time (proc.duration counts from it): the fork, or what
+    # an exec event or a snapshot says, carried across execs within a life.
+    con.execute(
+        """
+        CREATE TABLE life_start AS
+        SELECT life_key, coalesce(
+                   max(CASE WHEN src = 'fork' THEN start_ts END),
+                   min(own_start_ts), min(snap_start_ts)) AS life_start_ts
+        FROM inc GROUP BY life_key
+        """
+    )
+    for table in ("bounds", "eff", "starts", "inc0", "image_of", "snapfill"):
+        con.execute(f"DROP TABLE {table}")
+
+
+def _build_ancestry(con: duckdb.DuckDBPyConnection) -> None:
+    """Lists from the process itself (element 1) up to the oldest known ancestor."""
+    con.execute(
+        f"""
+        CREATE TABLE ancestry AS
+        WITH RECURSIVE anc(key, depth, akey, seen) AS (
+            SELECT key, 1, key, [key] FROM inc
+            UNION ALL
+            SELECT a.key, a.depth + 1, p.parent_key, list_append(a.seen, p.parent_key)
+            FROM anc a JOIN inc p ON p.key = a.akey
+            WHERE p.parent_key IS NOT NULL AND NOT list_contains(a.seen, p.parent_key)
+              AND a.depth < {_MAX_GENERATIONS})
+        SELECT a.key,
+               list(p.pid ORDER BY a.depth) AS anc_pid,
+               list(p.comm ORDER BY a.depth) AS anc_name,
+               list(p.argv[1] ORDER BY a.depth) AS anc_exe,
+               list(p.exepath ORDER BY a.depth) AS anc_exepath,
+               list(trace_cmdline(p.comm, p.argv) ORDER BY a.depth) AS anc_cmdline,
+               list(p.sid ORDER BY a.depth) AS anc_sid
+        FROM anc a JOIN inc p ON p.key = a.akey
+        GROUP BY a.key
+        """
+    )
+    # proc.sname: libsinsp climbs while the ancestors share the session id and
+    # names the last one reached (the session leader).
+    con.execute(
+        """
+        ALTER TABLE ancestry ADD COLUMN sname VARCHAR;
+        UPDATE ancestry SET sname = CASE WHEN anc_sid[1] IS NOT NULL THEN anc_name[coalesce(
+            list_position(list_transform(anc_sid, lambda s: s IS DISTINCT FROM anc_sid[1]), true) - 1,
+            len(anc_name))] END;
+        """
+    )
+
+
+def _build_lives(con: duckdb.DuckDBPyConnection) -> None:
+    """A life is one pid's run from fork (or first sighting) to exit; generation = fork depth."""
+    con.execute(
+        """
+        CREATE TABLE lives AS
+        SELECT i.key AS life, i.pid, i.start_ord, i.src,
+               CASE WHEN i.src = 'fork' THEN p.life_key END AS parent_life
+        FROM inc i LEFT JOIN inc p ON p.key = i.parent_key
+        WHERE i.key = i.life_key
+        """
+    )
+    con.execute(
+        f"""
+        CREATE TABLE life_gen AS
+        WITH RECURSIVE g(life, gen) AS (
+            SELECT life, 0 FROM lives WHERE parent_life IS NULL
+            UNION ALL
+            SELECT l.life, g.gen + 1 FROM lives l JOIN g ON l.parent_life = g.life
+            WHERE g.gen < {_MAX_GENERATIONS})
+        SELECT l.*, coalesce(g.gen, 0) AS gen
+        FROM lives l LEFT JOIN g USING (life)
+        """
+    )
+    con.execute("DROP TABLE lives")
+
+
+def _with_life(select: str) -> str:
+    """Attach the life (and incarnation) alive at each row's (pid, ord)."""
+    return (
+        f"SELECT x.*, i.life_key AS life, i.key AS inc_key FROM ({select}) x "
+        "ASOF JOIN inc i ON i.pid = x.pid AND x.ord >= i.start_ord"
+    )
+
+
+def _build_own_rows(con: duckdb.DuckDBPyConnection) -> None:
+    """The cwd and fd changes each life makes itself (inheritance comes later)."""
+    con.execute(
+        "CREATE TABLE cwd_own AS "
+        + _with_life(
+            f"""
+            SELECT pid, ord, 0 AS sub, cwd AS value, true AS absolute FROM rows
+            WHERE kind = 'proc' AND cwd IS NOT NULL
+            UNION ALL
+            SELECT pid, ord, 0, cwd, true FROM rows
+            WHERE kind = 'evt' AND syscall IN {sql_list(EXEC_SYSCALLS)} AND res = 0 AND cwd IS NOT NULL
+            UNION ALL
+            SELECT pid, ord, 1, path, starts_with(path, '/') FROM rows
+            WHERE kind = 'evt' AND syscall = 'chdir' AND res = 0 AND path IS NOT NULL
+            """
+        )
+    )
+    sock_cols = "sock_family, sock_type, sock_proto"
+    con.execute(
+        "CREATE TABLE fd_own AS "
+        + _with_life(
+            f"""
+            -- files: the name is resolved later (it needs the cwd or the dirfd)
+            SELECT pid, ord, ts, res::INTEGER AS fd, 'open' AS op,
+                   CASE WHEN (coalesce(flags, 0) & {O_DIRECTORY}) <> 0 THEN 'directory' ELSE 'file' END AS type,
+                   path AS raw, coalesce(dirfd, {AT_FDCWD}) AS dirfd, NULL::INTEGER AS src_fd,
+                   (coalesce(flags, 0) & {O_CLOEXEC}) <> 0 AS cloexec,
+                   NULL::SMALLINT AS sock_family, NULL::INTEGER AS sock_type, NULL::INTEGER AS sock_proto,
+                   NULL AS lip, NULL::INTEGER AS lport, NULL AS rip, NULL::INTEGER AS rport,
+                   NULL::BOOLEAN AS is_server, NULL AS name
+            FROM rows WHERE kind = 'evt' AND syscall IN {sql_list(OPEN_SYSCALLS)} AND res >= 0
+            UNION ALL
+            SELECT pid, ord, ts, res::INTEGER, 'open', 'memfd', path, NULL, NULL,
+                   (coalesce(flags, 0) & 1) <> 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                   'memfd:' || coalesce(path, '')
+            FROM rows WHERE kind = 'evt' AND syscall = 'memfd_create' AND res >= 0
+            UNION ALL
+            SELECT pid, ord, ts, res::INTEGER, 'open', trace_sock_fdtype(sock_family), NULL, NULL, NULL,
+                   (coalesce(sock_type, 0) & {O_CLOEXEC}) <> 0, {sock_cols},
+                   NULL, NULL, NULL, NULL, NULL, CASE WHEN sock_family IN (2, 10) THEN NULL ELSE '' END
+            FROM rows WHERE kind = 'evt' AND syscall = 'socket' AND res >= 0
+            UNION ALL
+            SELECT pid, ord, ts, unnest([fd, fd2]), 'open', CASE syscall WHEN 'socketpair' THEN 'unix' ELSE 'pipe' END,
+                   NULL, NULL, NULL, (coalesce(flags, 0) & {O_CLOEXEC}) <> 0
+                       OR (coalesce(sock_type, 0) & {O_CLOEXEC}) <> 0,
+                   {sock_cols}, NULL, NULL, NULL, NULL, NULL, ''
+            FROM rows WHERE kind = 'evt' AND syscall IN ('pipe', 'pipe2', 'socketpair') AND res = 0
+                 AND fd IS NOT NULL AND fd2 IS NOT NULL
+            UNION ALL
+            -- accept: a new fd on the server side of the connection
+            SELECT pid, ord, ts, res::INTEGER, 'open', trace_sock_fdtype(sock_family), NULL, NULL, fd,
+                   (coalesce(flags, 0) & {O_CLOEXEC}) <> 0, {sock_cols},
+                   local_ip, local_port, addr_ip, addr_port, true,
+                   CASE WHEN sock_family = 1 THEN coalesce(addr_path, '') END
+            FROM rows WHERE kind = 'evt' AND syscall IN ('accept', 'accept4') AND res >= 0
+            UNION ALL
+            -- dup*: the new fd gets a copy of the old fd's description
+            SELECT pid, ord, ts, res::INTEGER, 'dup', NULL, NULL, NULL, fd,
+                   (syscall = 'dup3' AND (coalesce(flags, 0) & {O_CLOEXEC}) <> 0)
+                       OR (syscall = 'fcntl' AND arg1 = {F_DUPFD_CLOEXEC}),
+                   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+            FROM rows WHERE kind = 'evt' AND res >= 0 AND fd IS NOT NULL AND res <> fd
+                 AND (syscall IN ('dup', 'dup2', 'dup3') OR (syscall = 'fcntl' AND arg1 IN ({F_DUPFD}, {F_DUPFD_CLOEXEC})))
+            UNION ALL
+            -- connect: the same fd, now with its connection tuple (client side)
+            SELECT pid, ord, ts, fd, 'connect', NULL, NULL, NULL, fd, NULL, sock_family, NULL, NULL,
+                   local_ip, local_port, addr_ip, addr_port, false,
+                   CASE WHEN sock_family = 1 THEN addr_path END
+            FROM rows WHERE kind = 'evt' AND syscall = 'connect' AND (res = 0 OR res = -{EINPROGRESS}) AND fd IS NOT NULL
+            UNION ALL
+            SELECT pid, ord + 1, ts, fd, 'close', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                   NULL, NULL, NULL, NULL, NULL, NULL
+            FROM rows WHERE kind = 'evt' AND syscall = 'close' AND res = 0 AND fd IS NOT NULL
+            UNION ALL
+            -- what /proc said at the segment start; the role of an established
+            -- socket is not in /proc: the side with the lower port is taken as the server
+            SELECT pid, ord, ts, fd, 'snap', trace_snapshot_fdtype(path, sock_family, flags), path, NULL, NULL,
+                   (coalesce(flags, 0) & {O_CLOEXEC}) <> 0, {sock_cols},
+                   local_ip, local_port, addr_ip, addr_port,
+                   CASE WHEN sock_family IN (2, 10) THEN coalesce(addr_port, 0) = 0 OR local_port < addr_port END,
+                   CASE WHEN sock_family IN (2, 10) THEN NULL ELSE path END
+            FROM rows WHERE kind = 'fd' AND fd IS NOT NULL
+            """
+        )
+    )
+    con.execute("CREATE TABLE cwd_state (life BIGINT, ord BIGINT, cwd VARCHAR)")
+    con.execute(
+        "CREATE TABLE fd_state AS SELECT *, NULL::BIGINT AS id, NULL::BIGINT AS src_id, "
+        "false AS resolved, false AS name_changed FROM fd_own LIMIT 0"
+    )
+
+
+def _resolve_generations(con: duckdb.DuckDBPyConnection) -> None:
+    max_gen = con.execute("SELECT coalesce(max(gen), 0) FROM life_gen").fetchall()[0][0]
+    for gen in range(max_gen + 1):
+        _resolve_cwd(con, gen)
+        _resolve_fds(con, gen)
+    # libsinsp names an IP socket client->server; a listening or unconnected
+    # one by its local endpoint.
+    con.execute(
+        """
+        UPDATE fd_state SET name = CASE
+            WHEN rip IS NULL OR (coalesce(rport, 0) = 0 AND rip IN ('0.0.0.0', '::')) THEN trace_endpoint(lip, lport)
+            WHEN is_server THEN trace_endpoint(rip, rport) || '->' || trace_endpoint(lip, lport)
+            ELSE trace_endpoint(lip, lport) || '->' || trace_endpoint(rip, rport) END
+        WHERE type IN ('ipv4', 'ipv6') AND op <> 'close'
+        """
+    )
+    con.execute("DROP TABLE cwd_own")
+    con.execute("DROP TABLE fd_own")
+
+
+def _resolve_cwd(con: duckdb.DuckDBPyConnection, gen: int) -> None:
+    inherited = f"""
+        SELECT l.life, l.pid, l.start_ord AS ord, -1 AS sub, c.cwd AS value, true AS absolute
+        FROM (SELECT * FROM life_gen WHERE gen = {gen} AND parent_life IS NOT NULL) l
+        ASOF JOIN cwd_state c ON c.life = l.parent_life AND l.start_ord >= c.ord
+        WHERE c.cwd IS NOT NULL
+    """ if gen > 0 else (
+        "SELECT NULL::BIGINT AS life, NULL::BIGINT AS ord, 0 AS sub, NULL::VARCHAR AS value, true AS absolute WHERE false")
+    con.execute(
+        f"""
+        INSERT INTO cwd_state
+        WITH r AS (
+            SELECT life, ord, sub, value, absolute FROM cwd_own
+            WHERE life IN (SELECT life FROM life_gen WHERE gen = {gen})
+            UNION ALL SELECT life, ord, sub, value, absolute FROM ({inherited})),
+        g AS (
+            SELECT *, sum(absolute::INTEGER) OVER (PARTITION BY life ORDER BY ord, sub ROWS UNBOUNDED PRECEDING) AS grp
+            FROM r)
+        SELECT life, ord,
+               CASE WHEN grp > 0 THEN trace_normpath(array_to_string(
+                   list(value) OVER (PARTITION BY life, grp ORDER BY ord, sub ROWS UNBOUNDED PRECEDING), '/')) END
+        FROM g
+        """
+    )
+
+
+def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
+    lives = f"(SELECT life FROM life_gen WHERE gen = {gen})"
+    if gen > 0:
+        # A forked child starts with a copy of every fd its parent had open.
+        con.execute(
+            f"""
+            INSERT INTO fd_state BY NAME
+            SELECT l.pid, l.start_ord AS ord, s.ts, s.fd, 'inherit' AS op, s.type, s.raw, s.dirfd, NULL AS src_fd,
+                   s.cloexec, s.sock_family, s.sock_type, s.sock_proto, s.lip, s.lport, s.rip, s.rport,
+                   s.is_server, s.name, l.life, i.key AS inc_key, true AS resolved, false AS name_changed,
+                   {_NEXT_ID}
+            FROM (SELECT * FROM life_gen WHERE gen = {gen} AND parent_life IS NOT NULL) l
+            JOIN fd_state s ON s.life = l.parent_life AND s.ord < l.start_ord
+            JOIN inc i ON i.key = l.life
+            QUALIFY row_number() OVER (PARTITION BY l.life, s.fd ORDER BY s.ord DESC) = 1 AND s.op <> 'close'
+            """
+        )
+    con.execute(
+        f"""
+        INSERT INTO fd_state BY NAME
+        SELECT f.* REPLACE (
+                   CASE WHEN f.type IN ('file', 'directory') AND (starts_with(f.raw, '/') OR f.dirfd = {AT_FDCWD})
+                        THEN trace_resolve(c.cwd, f.raw)
+                        ELSE f.name END AS name),
+               f.op IN ('open', 'snap', 'close') AS resolved, false AS name_changed, {_NEXT_ID}
+        FROM (SELECT * FROM fd_own WHERE life IN {lives}) f
+        ASOF LEFT JOIN cwd_state c ON c.life = f.life AND f.ord >= c.ord
+        """
+    )
+    # *at() opens relative to a directory fd, itself perhaps opened that way.
+    for _ in range(_MAX_DIRFD_PASSES):
+        changed = con.execute(
+            f"""
+            UPDATE fd_state SET name = r.name FROM (
+                SELECT f.id, trace_resolve(CASE WHEN d.op <> 'close' THEN d.name END, f.raw) AS name
+                FROM (SELECT * FROM fd_state WHERE life IN {lives} AND name IS NULL AND raw IS NOT NULL
+                      AND type IN ('file', 'directory') AND dirfd <> {AT_FDCWD}) f
+                ASOF JOIN fd_state d ON d.life = f.life AND d.fd = f.dirfd AND f.ord > d.ord) r
+            WHERE fd_state.id = r.id AND r.name IS NOT NULL
+            """
+        ).fetchall()[0][0]
+        if not changed:
+            break
+    # dup and connect copy the description of the fd they act on: find it,
+    # then copy along chains (connect then dup2 onto 0, 1, 2).
+    con.execute(
+        f"""
+        UPDATE fd_state SET src_id = r.sid FROM (
+            SELECT f.id, CASE WHEN s.op <> 'close' THEN s.id END AS sid
+            FROM (SELECT * FROM fd_state WHERE life IN {lives} AND NOT resolved) f
+            ASOF JOIN fd_state s ON s.life = f.life AND s.fd = f.src_fd AND f.ord > s.ord) r
+        WHERE fd_state.id = r.id
+        """
+    )
+    while True:
+        changed = con.execute(
+            """
+            UPDATE fd_state SET
+                resolved = true,
+                type = coalesce(s.type, CASE WHEN fd_state.op = 'connect' THEN trace_sock_fdtype(fd_state.sock_family) END),
+                raw = s.raw,
+                sock_family = coalesce(s.sock_family, fd_state.sock_family),
+                sock_type = s.sock_type, sock_proto = s.sock_proto,
+                lip = CASE WHEN fd_state.op = 'connect' THEN fd_state.lip ELSE s.lip END,
+                lport = CASE WHEN fd_state.op = 'connect' THEN fd_state.lport ELSE s.lport END,
+                rip = CASE WHEN fd_state.op = 'connect' THEN fd_state.rip ELSE s.rip END,
+                rport = CASE WHEN fd_state.op = 'connect' THEN fd_state.rport ELSE s.rport END,
+                is_server = CASE WHEN fd_state.op = 'connect' THEN false ELSE s.is_server END,
+                name = CASE WHEN fd_state.op = 'connect' THEN coalesce(fd_state.name, s.name) ELSE s.name END,
+                name_changed = fd_state.op = 'connect',
+                cloexec = coalesce(fd_state.cloexec, s.cloexec)
+            FROM (SELECT f.id, src.* EXCLUDE (id)
+                  FROM fd_state f LEFT JOIN fd_state src ON src.id = f.src_id
+                  WHERE NOT f.resolved AND (f.src_id IS NULL OR src.resolved)) s
+            WHERE fd_state.id = s.id
+            """
+        ).fetchall()[0][0]
+        if not changed:
+            break
+    # exec closes every fd marked close-on-exec.
+    con.execute(
+        f"""
+        INSERT INTO fd_state BY NAME
+        SELECT s.pid, i.start_ord + 1 AS ord, i.start_ts AS ts, s.fd, 'close' AS op, s.life, i.key AS inc_key,
+               true AS resolved, false AS name_changed, {_NEXT_ID}
+        FROM (SELECT * FROM inc WHERE src = 'exec' AND life_key IN {lives}) i
+        JOIN fd_state s ON s.life = i.life_key AND s.ord < i.start_ord
+        QUALIFY row_number() OVER (PARTITION BY i.key, s.fd ORDER BY s.ord DESC) = 1
+            AND s.op <> 'close' AND s.cloexec
+        """
+    )
+
+
+def _build_names(con: duckdb.DuckDBPyConnection) -> None:
+    """Users, groups and containers as the latest snapshot names them."""
+    con.execute(
+        """
+        CREATE TABLE users AS
+        SELECT uid, arg_max(user_name, ord) AS name, arg_max(user_home, ord) AS home,
+               arg_max(user_shell, ord) AS shell
+        FROM rows WHERE kind = 'user' AND uid IS NOT NULL GROUP BY uid
+        """
+    )
+    con.execute(
+        "CREATE TABLE groups AS SELECT gid, arg_max(group_name, ord) AS name FROM rows "
+        "WHERE kind = 'group' AND gid IS NOT NULL GROUP BY gid"
+    )
+    con.execute(
+        """
+        CREATE TABLE containers AS
+        SELECT container_id, arg_max(container_name, ord) AS name, arg_max(container_image, ord) AS image
+        FROM rows WHERE kind = 'cgroup' AND container_id IS NOT NULL GROUP BY container_id
+        """
+    )
+    con.execute("DROP TABLE rows")

@@ -1,0 +1,99 @@
+"""The materialized state of one capture, cached next to it.
+
+`<capture>/.trace-cache/state-<key>.duckdb` (0600 in a 0700 directory: it
+holds command lines and paths). The key covers the builder's version and
+every segment's name, size and mtime, so adding, rotating, deleting or
+rewriting a segment rebuilds the cache; stale files are removed. A capture
+directory that is not writable (evidence mounted read-only) gets its cache
+under $XDG_CACHE_HOME/trace instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import duckdb
+
+from analyzer.render import install_macros as install_render_macros
+from analyzer.state.build import materialize
+from analyzer.state.inputs import Capture
+from analyzer.state.sql import install_macros
+
+# Bump when the tables or their meaning change: old caches are then rebuilt.
+STATE_VERSION = 1
+CACHE_DIR_NAME = ".trace-cache"
+MEMORY_LIMIT = "1536MB"
+
+
+def configure(con: duckdb.DuckDBPyConnection, temp_dir: Path) -> None:
+    """Bound memory (spilling to `temp_dir`) and install the SQL macros."""
+    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    con.execute(f"SET temp_directory = '{str(temp_dir).replace(chr(39), chr(39) * 2)}'")
+    con.execute("SET preserve_insertion_order = false")
+    install_macros(con)
+    install_render_macros(con)
+
+
+def cache_dir_for(capture: Capture) -> Path:
+    preferred = capture.directory / CACHE_DIR_NAME
+    try:
+        _private_dir(preferred)
+        return preferred
+    except OSError:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trace"
+        digest = hashlib.sha256(str(capture.directory).encode()).hexdigest()[:16]
+        fallback = base / digest
+        _private_dir(base)
+        _private_dir(fallback)
+        return fallback
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"{path} is not writable")
+
+
+def ensure_state(capture: Capture) -> tuple[Path, list[str]]:
+    """The path of the capture's state database, built if missing; warnings of the build."""
+    directory = cache_dir_for(capture)
+    path = directory / f"state-v{STATE_VERSION}-{capture.key}.duckdb"
+    if not path.exists():
+        _build(capture, directory, path)
+        for stale in directory.glob("state-*.duckdb"):
+            if stale != path:
+                stale.unlink(missing_ok=True)
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        warnings = [row[0] for row in con.execute("SELECT message FROM build_warnings ORDER BY 1").fetchall()]
+    finally:
+        con.close()
+    return path, warnings
+
+
+def _build(capture: Capture, directory: Path, path: Path) -> None:
+    temp = directory / f".{path.name}.{os.getpid()}.tmp"
+    temp.unlink(missing_ok=True)
+    spill = directory / "tmp"
+    _private_dir(spill)
+    con = duckdb.connect(str(temp))
+    try:
+        os.chmod(temp, 0o600)  # inside a 0700 directory from the start
+        configure(con, spill)
+        warnings: list[str] = []
+        materialize(con, capture, warnings)
+        con.execute("CREATE TABLE build_warnings (message VARCHAR)")
+        for warning in warnings:
+            con.execute("INSERT INTO build_warnings VALUES (?)", [warning])
+        con.execute("CHECKPOINT")
+    except BaseException:
+        con.close()
+        temp.unlink(missing_ok=True)
+        Path(str(temp) + ".wal").unlink(missing_ok=True)
+        raise
+    con.close()
+    os.chmod(temp, 0o600)
+    os.replace(temp, path)
