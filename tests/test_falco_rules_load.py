@@ -135,3 +135,11 @@ def test_nodes_from_macros_are_located_in_the_macro(exceptions_ruleset):
     assert location.line == 30  # `- macro: open_write` body
     line = EXCEPTIONS_FILE.read_text().splitlines()[29]
     assert line[location.col - 1:].startswith("evt.is_open_write")
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
+def test_every_expanded_rule_round_trips_through_canonical_text(path):
+    from analyzer.condition.parser import parse
+
+    for rule in load_rules([path]).rules:
+        assert parse(rule.expr.text()).shape() == rule.expr.shape(), rule.name
