@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -70,6 +71,8 @@ def record(directory, duration, count, rotate_size, rotate_time, rotate_events, 
     from capture.probe import ProbeConfig
     from capture.recorder import Recorder, RecordOptions
     from capture.syscalls import check_names
+
+    warnings.formatwarning = lambda message, *_args, **_kw: f"trace: warning: {message}\n"
 
     config_args = {}
     if syscalls:

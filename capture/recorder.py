@@ -22,13 +22,14 @@ import pyarrow as pa
 
 from capture import schema
 from capture.containers import CgroupMap
-from capture.errors import RecorderError
+from capture.fsutil import CaptureStoreError
 from capture.segments import CaptureIdentity, DropCounts, RetentionPolicy, RotationPolicy, SegmentWriter
 from capture.snapshot import take_snapshot
 
 _EVT_NUM = schema.SCHEMA.get_field_index("evt_num")
 _CONTAINER_ID = schema.SCHEMA.get_field_index("container_id")
 STATUS_INTERVAL_S = 1.0
+DRAIN_POLLS = 5
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,8 @@ class Recorder:
             writer.open_segment()  # the first snapshot, taken once the probe already sees new processes
             self._loop(source, writer, cgroups, summary)
             writer.close()
-        except RecorderError:
-            writer.abort()
-            raise
+        except CaptureStoreError:
+            raise  # the writer already dropped the unfinished segment; finalized ones are intact
         except BaseException:
             writer.close()  # finalize what was captured before the failure
             raise
@@ -110,22 +110,14 @@ class Recorder:
     def _loop(self, source, writer: SegmentWriter, cgroups: CgroupMap, summary: RecordSummary) -> None:
         options = self.options
         started = time.monotonic()
-        next_evt_num = writer.last_evt_num + 1
+        self._next_evt_num = writer.last_evt_num + 1
         last_report, events_at_report = started, 0
         drops_warned = DropCounts()
         while self._stop_reason is None:
             batch = source.poll(options.poll_ms)
             now = time.monotonic()
             if batch is not None and batch.num_rows:
-                if options.count is not None:
-                    batch = batch.slice(0, options.count - summary.events)
-                batch = batch.set_column(_EVT_NUM, schema.SCHEMA.field(_EVT_NUM), pa.array(range(next_evt_num, next_evt_num + batch.num_rows), pa.int64()))
-                batch = batch.set_column(_CONTAINER_ID, schema.SCHEMA.field(_CONTAINER_ID), cgroups.container_id_column(batch.column("cgroup_id")))
-                writer.write(batch)
-                next_evt_num += batch.num_rows
-                summary.events += batch.num_rows
-                if options.count is not None and summary.events >= options.count:
-                    self.stop("count")
+                self._store(batch, writer, cgroups, summary)
             else:
                 writer.tick()
             if options.duration is not None and now - started >= options.duration:
@@ -143,7 +135,30 @@ class Recorder:
                     )
                     self._err.flush()
                 last_report, events_at_report = now, summary.events
+        # Events of syscalls that returned before the stop are already in the
+        # ring: take them too (bounded, since other processes keep running).
+        for _ in range(DRAIN_POLLS):
+            if options.count is not None and summary.events >= options.count:
+                break
+            batch = source.poll(0)
+            if batch is None or not batch.num_rows:
+                break
+            self._store(batch, writer, cgroups, summary)
         summary.seconds = time.monotonic() - started
+
+    def _store(self, batch: pa.RecordBatch, writer: SegmentWriter, cgroups: CgroupMap, summary: RecordSummary) -> None:
+        """Number the events, name their containers, write them; honour --count."""
+        count = self.options.count
+        if count is not None:
+            batch = batch.slice(0, count - summary.events)
+        first = self._next_evt_num
+        batch = batch.set_column(_EVT_NUM, schema.SCHEMA.field(_EVT_NUM), pa.array(range(first, first + batch.num_rows), pa.int64()))
+        batch = batch.set_column(_CONTAINER_ID, schema.SCHEMA.field(_CONTAINER_ID), cgroups.container_id_column(batch.column("cgroup_id")))
+        writer.write(batch)
+        self._next_evt_num += batch.num_rows
+        summary.events += batch.num_rows
+        if count is not None and summary.events >= count:
+            self.stop("count")
 
     def _warn_drops(self, lost: DropCounts, total: DropCounts) -> None:
         per_cpu = ", ".join(f"cpu{cpu}={n}" for cpu, n in sorted(lost.kernel.items())) or "none"
