@@ -167,6 +167,7 @@ def test_append_true_on_lists_macros_and_rules(tmp_path):
           append: true
     """)
     assert errors(ruleset) == []
+    assert [w.code for w in ruleset.warnings] == ["deprecated-append"] * 3
     assert ruleset.lists["shells"] == ("bash", "zsh")
     rule = ruleset.rule("r")
     assert rule.expr.text() == (
@@ -466,6 +467,14 @@ def test_warnings_are_kept_apart_from_errors(tmp_path):
     codes = sorted(w.code for w in ruleset.warnings)
     assert codes == ["no-evttype", "unknown-item", "unknown-key", "unused-macro"]
     assert all(w.severity is Severity.WARNING and w.location for w in ruleset.warnings)
+
+
+def test_lint_unsafe_na_check_and_keys_ignored_by_append(tmp_path):
+    ruleset = load_text(tmp_path, rule_text("r", "evt.type = open and container.image.repository = <NA>"),
+                        "- rule: r\n  condition: or evt.type = close\n  output: x\n  append: true\n")
+    assert ruleset.errors == []
+    found = sorted((w.code, w.location.line, w.location.col) for w in ruleset.warnings)
+    assert found == [("deprecated-append", 9, 3), ("ignored-key", 8, 3), ("unsafe-na-check", 3, 34)]
 
 
 def test_warn_evttypes_false_silences_the_warning(tmp_path):

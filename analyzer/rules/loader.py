@@ -38,6 +38,8 @@ OVERRIDE_APPEND = {
     "macro": ("condition",),
     "list": ("items",),
 }
+# What the deprecated `append: true` appends.
+APPEND_TRUE = {"rule": ("condition", "exceptions"), "macro": ("condition",), "list": ("items",)}
 OVERRIDE_REPLACE = {
     "rule": (
         "condition", "output", "desc", "priority", "tags", "exceptions", "enabled", "warn_evttypes",
@@ -148,9 +150,9 @@ class Collector:
         self.next_index += 1
         return self.next_index - 1
 
-    def _warner(self, rule_name: str):
-        def warn(message: str, node: YNode) -> None:
-            self.report(Severity.WARNING, message, node, "rule", rule_name, code="unknown-key")
+    def _lint(self, kind: str, name: str):
+        def warn(message: str, node: YNode | None, code: str) -> None:
+            self.report(Severity.WARNING, message, node, kind, name, code=code)
 
         return warn
 
@@ -163,7 +165,7 @@ class Collector:
 
     def read_list(self, item: YMap, name: str) -> None:
         self._unknown_keys(item, LIST_KEYS, "list", name)
-        mode = _modification(item, "list")
+        mode = _modification(item, "list", self._lint("list", name))
         items = _scalar_seq(item, "items", required=True)
         position = self._position()
         previous = self.lists.get(name)
@@ -182,7 +184,7 @@ class Collector:
 
     def read_macro(self, item: YMap, name: str) -> None:
         self._unknown_keys(item, MACRO_KEYS, "macro", name)
-        mode = _modification(item, "macro")
+        mode = _modification(item, "macro", self._lint("macro", name))
         condition = _scalar(item, "condition")
         position = self._position()
         previous = self.macros.get(name)
@@ -213,7 +215,7 @@ class Collector:
             previous.enabled = _bool(item, "enabled")
             previous.visibility = self._position()
             return
-        mode = _modification(item, "rule")
+        mode = _modification(item, "rule", self._lint("rule", name))
         if not mode:
             self._define_rule(item, name)
             return
@@ -257,7 +259,7 @@ class Collector:
         if has("tags"):
             rule.tags = [t.value for t in _scalar_seq(item, "tags")]
         if has("exceptions"):
-            rule.exceptions = _exceptions(item, False, self._warner(rule.name))
+            rule.exceptions = _exceptions(item, False, self._lint("rule", rule.name))
         if has("capture"):
             rule.capture = _bool(item, "capture")
         if has("capture_duration"):
@@ -280,7 +282,7 @@ class Collector:
         if "tags" in appended:
             rule.tags = rule.tags + [t.value for t in _scalar_seq(item, "tags") if t.value not in rule.tags]
         if "exceptions" in appended:
-            _append_exceptions(rule, _exceptions(item, True, self._warner(rule.name)))
+            _append_exceptions(rule, _exceptions(item, True, self._lint("rule", rule.name)))
         if "condition" in replaced:
             rule.condition = _scalar(item, "condition").source_text()
         if "output" in replaced:
@@ -355,8 +357,9 @@ def _priority(item: YMap) -> Priority:
     return priority
 
 
-def _modification(item: YMap, kind: str) -> dict[str, str]:
-    """key -> "append"/"replace" for ``append: true`` or ``override``; {} to define."""
+def _modification(item: YMap, kind: str, warn) -> dict[str, str]:
+    """key -> "append"/"replace" for ``append: true`` or ``override``; {} to define.
+    ``warn(message, node, code)`` reports lint findings."""
     append_node = item.get("append")
     override_node = item.get("override")
     appending = False
@@ -369,9 +372,14 @@ def _modification(item: YMap, kind: str) -> dict[str, str]:
     name_key = kind
     content_keys = [k for k in item.key_names() if k not in (name_key, "append", "override")]
     if appending:
-        allowed = OVERRIDE_APPEND[kind]
+        allowed = APPEND_TRUE[kind]
         if kind == "rule" and not any(k in content_keys for k in ("condition", "exceptions")):
             raise ItemError("Appended rule must have exceptions or condition property", item)
+        warn("'append' key is deprecated. Please use 'override' instead.", item.key_node("append"),
+             "deprecated-append")
+        for key in content_keys:
+            if key not in allowed:
+                warn(f"key '{key}' is ignored with 'append: true'", item.key_node(key), "ignored-key")
         return {k: "append" for k in content_keys if k in allowed}
     if override_node is None:
         return {}
@@ -432,7 +440,7 @@ def _exceptions(item: YMap, for_append: bool, warn) -> list[ExceptionInfo]:
             raise ItemError("exceptions entries must be maps with name, fields, comps, values", entry)
         for key in entry.keys:
             if key.value not in EXCEPTION_KEYS:
-                warn(f"unknown exception key '{key.value}' ignored (Falco ignores it too)", key)
+                warn(f"unknown exception key '{key.value}' ignored (Falco ignores it too)", key, "unknown-key")
         name_node = entry.get("name")
         if not isinstance(name_node, YScalar) or not name_node.value:
             raise ItemError("Item has no mapping for key 'name'", entry)

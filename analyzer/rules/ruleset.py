@@ -218,6 +218,10 @@ class _Compiler:
         if errors:
             return None
         self.remember(expr, text)
+        for check in _unsafe_na_checks(expr):
+            location = self.origins[id(check)][1].locate(check.span.start) or info.location
+            self.warn("comparing a field value with <NA> is unsafe: a missing value never equals <NA>",
+                      location, "rule", info.name, "unsafe-na-check")
         types = evttypes(expr)
         if info.source == SYSCALL_SOURCE and info.warn_evttypes and types.too_many():
             self.warn("Rule matches too many evt.type values. This has a significant performance penalty.",
@@ -243,3 +247,16 @@ class _Compiler:
             warn_evttypes=info.warn_evttypes,
             skip_if_unknown_filter=info.skip_if_unknown_filter,
         )
+
+
+def _unsafe_na_checks(expr: ast.Expr) -> list[ast.Comparison]:
+    """Falco's LOAD_UNSAFE_NA_CHECK: equality against the "<NA>" placeholder."""
+    found = []
+    for check in expr.find_all(ast.Comparison):
+        right = check.right
+        values = right.items if isinstance(right, ast.ListLiteral) else (right,)
+        if check.op in ("=", "==", "!=", "in", "intersects") and any(
+            isinstance(v, ast.Literal) and v.value == "<NA>" for v in values
+        ):
+            found.append(check)
+    return found
