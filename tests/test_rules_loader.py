@@ -562,3 +562,14 @@ def test_long_lines_are_shown_as_a_window_around_the_error(tmp_path):
     shown, caret = ruleset.errors[0].format().splitlines()[1:]
     assert len(shown) < 140 and shown.startswith("    ...")
     assert shown[caret.index("^")] == "="
+
+
+def test_crlf_and_bom_files(tmp_path):
+    path = tmp_path / "win.yaml"
+    text = rule_text("ok") + rule_text("bad", "evt.type = open and nosuch")
+    path.write_bytes(b"\xef\xbb\xbf" + text.lstrip("\n").replace("\n", "\r\n").encode())
+    ruleset = load_rules([path])
+    assert [r.name for r in ruleset.rules] == ["ok"]
+    (finding,) = ruleset.errors
+    assert (finding.location.line, finding.location.col) == (9, 34)
+    assert finding.format().splitlines()[1] == "      condition: evt.type = open and nosuch"

@@ -96,7 +96,7 @@ class Collector:
     def read_file(self, path: str | Path) -> None:
         name = str(path)
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = Path(path).read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             self.findings.append(Finding(Severity.ERROR, f"cannot read rules file: {exc}", SourceLocation(name, 1, 1)))
             return
