@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 
 from analyzer.condition import ast
 from analyzer.condition.errors import ConditionError
-from analyzer.condition.parser import _Parser
+from analyzer.condition.parser import parse_list
 
 
 def quote_item(item: str) -> str:
@@ -39,13 +39,7 @@ def quote_item(item: str) -> str:
 def parse_list_items(items: Sequence[str]) -> tuple[ast.Literal, ...]:
     """Parse list items the way libsinsp reads them once Falco has pasted
     them into a parenthesised list. Raises ConditionError on the joined text."""
-    text = "(" + ", ".join(quote_item(i) for i in items) + ")"
-    parser = _Parser(text)
-    parser.scan.literal("(")
-    literal = parser.parse_list_literal(0)
-    if not parser.scan.at_end:
-        raise parser.scan.error(f"unexpected text after list items: '{text[parser.scan.pos:]}'")
-    return literal.items
+    return parse_list("(" + ", ".join(quote_item(i) for i in items) + ")").items
 
 
 @dataclass

@@ -50,6 +50,21 @@ def parse(condition: str) -> ast.Expr:
     return expr
 
 
+def parse_list(text: str) -> ast.ListLiteral:
+    """Parse ``(v1, v2, ...)`` exactly as it would parse after a list
+    operator (how Falco's pasted list items are read)."""
+    parser = _Parser(text)
+    parser.scan.blank()
+    start = parser.scan.pos
+    if not parser.scan.literal("("):
+        raise parser.scan.error("expected a '(' token")
+    literal = parser.parse_list_literal(start)
+    parser.scan.blank()
+    if not parser.scan.at_end:
+        raise parser.scan.error(f"unexpected text after the list: '{text[parser.scan.pos:]}'")
+    return literal
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.scan = Scanner(text)
@@ -362,4 +377,4 @@ def _transformer_names() -> str:
     return ", ".join(f"'{name}'" for name in ("val",) + ast.TRANSFORMERS)
 
 
-__all__ = ["parse", "ConditionError"]
+__all__ = ["parse", "parse_list", "ConditionError"]
