@@ -248,13 +248,35 @@ def _build_incarnations(con: duckdb.DuckDBPyConnection) -> None:
                i.uid, i.gid, i.container_id, i.cgroup_id,
                {fill},
                coalesce(i.vpid, f.snap.vpid, CASE WHEN coalesce(i.container_id, 'host') = 'host' THEN i.pid END) AS vpid,
-               i.proc_start_ts AS own_start_ts, f.snap.proc_start_ts AS snap_start_ts
+               i.proc_start_ts AS own_start_ts, f.snap.proc_start_ts AS snap_start_ts,
+               coalesce(io.img_key, i.key) AS img_key
         FROM inc0 i
         LEFT JOIN image_of io ON io.key = i.key
         LEFT JOIN inc0 m ON m.key = coalesce(io.img_key, i.key)
         LEFT JOIN snapfill f ON f.key = i.key
         """
     )
+    # exec keeps the session, process group, tty and login uid; a forked
+    # child inherits them: fill what the events did not carry, to a fixpoint
+    # (each round reaches one more fork/exec generation).
+    carried = ("loginuid", "tty", "sid", "pgid")
+    for _ in range(_MAX_GENERATIONS):
+        changed = con.execute(
+            "UPDATE inc SET "
+            + ", ".join(f"{c} = coalesce(inc.{c}, k.{c})" for c in carried)
+            + " FROM (SELECT i.key, "
+            + ", ".join(
+                f"coalesce(last_value(i.{c} IGNORE NULLS) OVER (PARTITION BY i.life_key ORDER BY i.start_ord "
+                f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW), m.{c}) AS {c}"
+                for c in carried
+            )
+            + " FROM inc i LEFT JOIN inc m ON m.key = i.img_key AND i.src = 'fork') k "
+            + "WHERE inc.key = k.key AND ("
+            + " OR ".join(f"(inc.{c} IS NULL AND k.{c} IS NOT NULL)" for c in carried)
+            + ")"
+        ).fetchall()[0][0]
+        if not changed:
+            break
     # Process creation time (proc.duration counts from it): the fork, or what
     # an exec event or a snapshot says, carried across execs within a life.
     con.execute(
@@ -389,7 +411,7 @@ def _build_own_rows(con: duckdb.DuckDBPyConnection) -> None:
                  AND fd IS NOT NULL AND fd2 IS NOT NULL
             UNION ALL
             -- accept: a new fd on the server side of the connection
-            SELECT pid, ord, ts, res::INTEGER, 'open', trace_sock_fdtype(sock_family), NULL, NULL, fd,
+            SELECT pid, ord, ts, res::INTEGER, 'accept', trace_sock_fdtype(sock_family), NULL, NULL, fd,
                    (coalesce(flags, 0) & {O_CLOEXEC}) <> 0, {sock_cols},
                    local_ip, local_port, addr_ip, addr_port, true,
                    CASE WHEN sock_family = 1 THEN coalesce(addr_path, '') END
@@ -536,19 +558,22 @@ def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
             """
             UPDATE fd_state SET
                 resolved = true,
-                type = coalesce(s.type, CASE WHEN fd_state.op = 'connect' THEN trace_sock_fdtype(fd_state.sock_family) END),
+                type = CASE WHEN fd_state.op = 'accept' THEN coalesce(fd_state.type, s.type)
+                            WHEN fd_state.op = 'connect' THEN coalesce(s.type, trace_sock_fdtype(fd_state.sock_family))
+                            ELSE s.type END,
                 raw = s.raw,
-                sock_family = coalesce(s.sock_family, fd_state.sock_family),
-                sock_type = s.sock_type, sock_proto = s.sock_proto,
-                lip = CASE WHEN fd_state.op = 'connect' THEN fd_state.lip ELSE s.lip END,
-                lport = CASE WHEN fd_state.op = 'connect' THEN fd_state.lport ELSE s.lport END,
-                rip = CASE WHEN fd_state.op = 'connect' THEN fd_state.rip ELSE s.rip END,
-                rport = CASE WHEN fd_state.op = 'connect' THEN fd_state.rport ELSE s.rport END,
-                is_server = CASE WHEN fd_state.op = 'connect' THEN false ELSE s.is_server END,
-                name = CASE WHEN fd_state.op = 'connect' THEN coalesce(fd_state.name, s.name) ELSE s.name END,
+                sock_family = coalesce(fd_state.sock_family, s.sock_family),
+                sock_type = coalesce(fd_state.sock_type, s.sock_type),
+                sock_proto = coalesce(fd_state.sock_proto, s.sock_proto),
+                lip = CASE WHEN own THEN fd_state.lip ELSE s.lip END,
+                lport = CASE WHEN own THEN fd_state.lport ELSE s.lport END,
+                rip = CASE WHEN own THEN fd_state.rip ELSE s.rip END,
+                rport = CASE WHEN own THEN fd_state.rport ELSE s.rport END,
+                is_server = CASE WHEN own THEN fd_state.is_server ELSE s.is_server END,
+                name = CASE WHEN own THEN coalesce(fd_state.name, s.name) ELSE s.name END,
                 name_changed = fd_state.op = 'connect',
                 cloexec = coalesce(fd_state.cloexec, s.cloexec)
-            FROM (SELECT f.id, src.* EXCLUDE (id)
+            FROM (SELECT f.id, f.op IN ('connect', 'accept') AS own, src.* EXCLUDE (id)
                   FROM fd_state f LEFT JOIN fd_state src ON src.id = f.src_id
                   WHERE NOT f.resolved AND (f.src_id IS NULL OR src.resolved)) s
             WHERE fd_state.id = s.id
