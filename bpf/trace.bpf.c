@@ -1,8 +1,9 @@
 /* trace's syscall recorder, loaded by capture/probe.py with bcc.
  *
- * Attached to syscalls:sys_enter_<name>/sys_exit_<name> of the selected
- * syscalls and to sched:sched_process_{fork,exec,exit}. Entry stashes the
- * arguments per thread; exit emits one record with the decoded arguments.
+ * Attached to raw_syscalls:sys_exit (raw tracepoint: one record per
+ * selected syscall, arguments from the saved registers), to
+ * syscalls:sys_enter_<name> of exit, exit_group, execve and execveat, and
+ * to sched:sched_process_{exec,exit}.
  * Kernel struct fields are read at offsets from the running kernel's BTF,
  * given as -DOFF_<struct>__<member> by capture/btf.py (the installed headers
  * describe another kernel). Records are committed without a wakeup: user
@@ -26,6 +27,15 @@
 #define ADDR_MSG 3
 #define SRC_RES 6
 #define SCRATCH_HALF 16384
+
+#define MIN_(a, b) ((a) < (b) ? (a) : (b))
+#define MAX_(a, b) ((a) > (b) ? (a) : (b))
+#define REGS_LO MIN_(MIN_(MIN_(OFF_pt_regs__di, OFF_pt_regs__si), MIN_(OFF_pt_regs__dx, OFF_pt_regs__r10)), \
+                     MIN_(MIN_(OFF_pt_regs__r8, OFF_pt_regs__r9), OFF_pt_regs__orig_ax))
+#define REGS_HI MAX_(MAX_(MAX_(OFF_pt_regs__di, OFF_pt_regs__si), MAX_(OFF_pt_regs__dx, OFF_pt_regs__r10)), \
+                     MAX_(MAX_(OFF_pt_regs__r8, OFF_pt_regs__r9), OFF_pt_regs__orig_ax))
+#define REGS_WORDS ((REGS_HI - REGS_LO) / 8 + 1)
+#define REG(name) saved[(OFF_pt_regs__##name - REGS_LO) / 8]
 
 #define READ_KERN(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)(base) + (off))
 
@@ -67,14 +77,6 @@ struct tp_sys_exit {
     s32 nr;
     u32 _pad;
     s64 ret;
-};
-
-struct tp_fork {
-    u64 common;
-    u32 parent_comm_loc;
-    s32 parent_pid;
-    u32 child_comm_loc;
-    s32 child_pid;
 };
 
 struct tp_exec {
@@ -170,8 +172,15 @@ static __always_inline void fill_common(struct trace_event *e, u32 nr, const u64
     READ_KERN(parent, task, OFF_task_struct__real_parent);
     READ_KERN(ppid, parent, OFF_task_struct__tgid);
     READ_KERN(cred, task, OFF_task_struct__cred);
+#if OFF_cred__egid == OFF_cred__euid + 4
+    u32 ids[2] = {};
+    READ_KERN(ids, cred, OFF_cred__euid);  /* one helper call for both */
+    uid = ids[0];
+    gid = ids[1];
+#else
     READ_KERN(uid, cred, OFF_cred__euid);
     READ_KERN(gid, cred, OFF_cred__egid);
+#endif
     e->ppid = ppid;
     e->uid = uid;
     e->gid = gid;
@@ -367,6 +376,9 @@ static __always_inline void emit_syscall(u32 nr, const struct plan *p, const u64
     events.ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 }
 
+/* syscalls:sys_enter_<name> of the calls that need their entry: exit and
+ * exit_group never return (recorded here), execve/execveat replace the
+ * memory and registers their arguments live in (stashed for on_exec). */
 int on_sys_enter(struct tp_sys_enter *ctx)
 {
     u32 nr = ctx->nr;
@@ -392,36 +404,36 @@ int on_sys_enter(struct tp_sys_enter *ctx)
     return 0;
 }
 
-int on_sys_exit(struct tp_sys_exit *ctx)
+/* raw_syscalls:sys_exit as a raw tracepoint (no perf record is built): the
+ * arguments are still in the saved user registers, so no entry hook and no
+ * per-thread map are needed on the hot path. A fork child returns here too,
+ * with a copy of its parent's registers. */
+int on_raw_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct pending *found = pending.lookup(&tid);
-    if (!found)
+    void *regs = (void *)ctx->args[0];
+    s64 ret = ctx->args[1];
+    /* One read of the span of pt_regs holding orig_ax and the six argument registers. */
+    u64 saved[REGS_WORDS];
+    if (bpf_probe_read_kernel(saved, sizeof(saved), regs + REGS_LO))
         return 0;
-    struct pending v = *found;
-    pending.delete(&tid);
-    u32 nr = v.nr;
-    if (nr != (u32)ctx->nr)
+    u64 orig_ax = REG(orig_ax);
+    if (orig_ax >= MAX_NR)
         return 0;
+    u32 nr = orig_ax;
     struct plan *p = plans.lookup(&nr);
-    if (!p)
+    if (!p || !p->enabled || p->at_enter)
         return 0;
-    if (p->exec && ctx->ret == 0)
-        return 0;  /* recorded by on_exec, in the new image */
-    emit_syscall(nr, p, v.args, ctx->ret, 0);
-    return 0;
-}
-
-/* The child of fork/clone returns from the same syscall: give it the parent's entry. */
-int on_fork(struct tp_fork *ctx)
-{
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    u32 child = ctx->child_pid;
-    struct pending *found = pending.lookup(&tid);
-    if (found) {
-        struct pending v = *found;
-        pending.update(&child, &v);
+    u64 id = bpf_get_current_pid_tgid();
+    if (p->exec) {
+        u32 tid = (u32)id;
+        pending.delete(&tid);
+        if (ret == 0)
+            return 0;  /* recorded by on_exec, in the new image */
     }
+    if (skip_task(id >> 32))
+        return 0;
+    u64 args[6] = {REG(di), REG(si), REG(dx), REG(r10), REG(r8), REG(r9)};
+    emit_syscall(nr, p, args, ret, 0);
     return 0;
 }
 

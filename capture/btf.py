@@ -174,6 +174,13 @@ OFFSETS: tuple[tuple[str, str, str], ...] = (
     ("mm_struct__arg_end", "mm_struct", "arg_end"),
     ("mm_struct__exe_file", "mm_struct", "exe_file"),
     ("file__f_path", "file", "f_path"),
+    ("pt_regs__di", "pt_regs", "di"),
+    ("pt_regs__si", "pt_regs", "si"),
+    ("pt_regs__dx", "pt_regs", "dx"),
+    ("pt_regs__r10", "pt_regs", "r10"),
+    ("pt_regs__r8", "pt_regs", "r8"),
+    ("pt_regs__r9", "pt_regs", "r9"),
+    ("pt_regs__orig_ax", "pt_regs", "orig_ax"),
 )
 SIZES: tuple[tuple[str, str], ...] = (("upid", "upid"),)
 ENUMS: tuple[tuple[str, str, str], ...] = (

@@ -173,9 +173,12 @@ class EventSource:
         if config.argv_max < 1:
             raise RecorderError(f"argv_max must be at least 1, not {config.argv_max}")
         tracefs = _tracefs()
+        # Most calls are read at raw_syscalls:sys_exit; the few recorded at
+        # entry need their own syscalls:sys_enter_<name> tracepoint.
         self.unavailable = tuple(sorted(
             name for name in config.syscalls
-            if not (tracefs / "events" / "syscalls" / f"sys_enter_{name}").is_dir()
+            if (sc.BY_NAME[name].at_enter or sc.BY_NAME[name].exec)
+            and not (tracefs / "events" / "syscalls" / f"sys_enter_{name}").is_dir()
         ))
         if self.unavailable:
             warnings.warn(
@@ -237,11 +240,10 @@ class EventSource:
                 table[key] = ctypes.c_uint8(1)
         try:
             for s in selected:
-                bpf.attach_tracepoint(tp=f"syscalls:sys_enter_{s.name}".encode(), fn_name=b"on_sys_enter")
-                if not s.at_enter:
-                    bpf.attach_tracepoint(tp=f"syscalls:sys_exit_{s.name}".encode(), fn_name=b"on_sys_exit")
-            for tracepoint, fn in (("sched_process_fork", b"on_fork"), ("sched_process_exec", b"on_exec"),
-                                   ("sched_process_exit", b"on_task_exit")):
+                if s.at_enter or s.exec:
+                    bpf.attach_tracepoint(tp=f"syscalls:sys_enter_{s.name}".encode(), fn_name=b"on_sys_enter")
+            bpf.attach_raw_tracepoint(tp=b"sys_exit", fn_name=b"on_raw_exit")
+            for tracepoint, fn in (("sched_process_exec", b"on_exec"), ("sched_process_exit", b"on_task_exit")):
                 bpf.attach_tracepoint(tp=f"sched:{tracepoint}".encode(), fn_name=fn)
         except Exception as exc:
             raise RecorderError(f"cannot attach to tracepoints: {exc}") from exc
