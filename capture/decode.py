@@ -77,7 +77,8 @@ def parse_bulky(record: bytes, argv_max: int) -> tuple[np.ndarray, BulkyExtras]:
         elif tag == TI_EXEPATH:
             extras.exepath = _text(data.rstrip(b"\0"))
         elif tag == TI_ARGV:
-            args = [_text(a) for a in data.rstrip(b"\0").split(b"\0")] if data.strip(b"\0") else []
+            body = data[:-1] if data.endswith(b"\0") else data  # NUL-terminated entries; a cut one has none
+            args = [_text(a) for a in body.split(b"\0")] if data else []
             truncated = bool(flags & TF_ARGV_TRUNC) or len(args) > argv_max
             extras.argv, extras.argv_truncated = args[:argv_max], truncated
         elif tag == TI_CWD_PART:
