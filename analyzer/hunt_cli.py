@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -18,32 +16,18 @@ from analyzer.hunt.plan import HuntPlan, default_rules_files, field_sql, plan_hu
 EXIT_NO_ALERTS = 0
 EXIT_ALERTS = 3
 
-_FRACTION = re.compile(r"\.(\d{1,9})")
-
-
-def parse_time(text: str) -> int:
-    """--since/--until: ISO 8601 (no zone means UTC, fraction up to ns) or epoch seconds."""
-    text = text.strip()
-    if re.fullmatch(r"\d+(\.\d{1,9})?", text):
-        whole, _, frac = text.partition(".")
-        return int(whole) * 1_000_000_000 + int(frac.ljust(9, "0") or 0)
-    frac_match = _FRACTION.search(text)
-    nanos = int(frac_match.group(1).ljust(9, "0")) if frac_match else 0
-    plain = _FRACTION.sub("", text, count=1)
-    try:
-        moment = datetime.fromisoformat(plain)
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: expected ISO 8601 (2024-05-01T13:45:00.123456789Z) or epoch seconds")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp()) * 1_000_000_000 + nanos
-
-
 class _Time(click.ParamType):
     name = "TIME"
 
     def convert(self, value, param, ctx):
-        return value if isinstance(value, int) else parse_time(value)
+        from analyzer.state import parse_time
+
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_time(value)
+        except TraceError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def _default_alerts_path(captures: tuple[str, ...]) -> Path:
@@ -71,10 +55,10 @@ def _print_summary(plan: HuntPlan, hits: dict[str, int], rejected, total: int) -
             echo(f"  {item}")
 
 
-def _open_captures(captures: tuple[str, ...], warnings: list[str]):
+def _open_captures(captures: tuple[str, ...], since: int | None, until: int | None):
     from analyzer.state import open_captures  # DuckDB and the state build load only when needed
 
-    return open_captures(list(captures), warnings=warnings)
+    return open_captures(list(captures), since=since, until=until)
 
 
 @click.command()
@@ -125,11 +109,10 @@ def hunt(captures, rules_files, since, until, rule_names, tags, match, output_fo
         click.echo(f"warning: {len(errors)} rules-file error(s): the rules they concern did not load", err=True)
     if not plan.runnable:
         _print_summary(plan, {}, [], 0)
-        raise TraceError("none of the selected rules can run on a capture")
+        raise TraceError("no rule to run: the rules files define none that can run on a capture")
 
-    warnings: list[str] = []
-    capture_set = _open_captures(captures, warnings)
-    for warning in warnings:
+    capture_set = _open_captures(captures, since, until)
+    for warning in capture_set.warnings:
         click.echo(f"warning: {warning}", err=True)
     try:
         from analyzer.sql.compiler import install_runtime
@@ -142,7 +125,7 @@ def hunt(captures, rules_files, since, until, rule_names, tags, match, output_fo
         if not runnable:
             _print_summary(plan, {}, rejected, 0)
             raise TraceError("none of the selected rules can run on a capture")
-        scan = build_scan(runnable, match=match, field_sql=field_sql, since_ns=since, until_ns=until)
+        scan = build_scan(runnable, match=match, field_sql=field_sql)
         run = run_hunt(con, scan, utc_offset=utc_offset_now())
         if show_progress:
             with QueryProgress(con, sys.stderr, "hunting"):
@@ -153,7 +136,7 @@ def hunt(captures, rules_files, since, until, rule_names, tags, match, output_fo
         meta = AlertsMeta(
             captures=tuple(str(Path(c).resolve()) for c in captures),
             rules_files=tuple(str(Path(f).resolve()) for f in files),
-            command=shlex.join(["trace", *sys.argv[1:]]),
+            command=_command_line(files, since, until, rule_names, tags, match, captures),
             rule_meta={r.name: RuleMeta(r.desc, r.priority, r.tags) for r in runnable},
         )
         alerts_file = Path(alerts_path) if alerts_path else _default_alerts_path(captures)
@@ -179,6 +162,18 @@ def hunt(captures, rules_files, since, until, rule_names, tags, match, output_fo
         if close is not None:
             close()
     click.get_current_context().exit(EXIT_ALERTS if total else EXIT_NO_ALERTS)
+
+
+def _command_line(files, since, until, rule_names, tags, match, captures) -> str:
+    """The hunt as a command a reader of the report can rerun (times as epoch ns)."""
+    words = ["trace", "hunt"]
+    for flag, values in (("--rules", files), ("--rule", rule_names), ("--tag", tags)):
+        for value in values:
+            words += [flag, str(value)]
+    for flag, value in (("--since", since), ("--until", until)):
+        if value is not None:
+            words += [flag, str(value)]
+    return shlex.join([*words, "--match", match, *map(str, captures)])
 
 
 def _open_private(path: Path):

@@ -73,7 +73,6 @@ class Scan:
     """The single query, and how to read its rows back into alerts."""
 
     sql: str
-    params: tuple[object, ...]
     rules: tuple[HuntRule, ...]
     match: str
     columns: dict[str, str]  # output field key -> result column
@@ -98,8 +97,6 @@ def build_scan(
     *,
     match: str = MATCH_FIRST,
     field_sql: Callable[[OutputField], str | None],
-    since_ns: int | None = None,
-    until_ns: int | None = None,
     relation: str = "events",
 ) -> Scan:
     """One SELECT over ``relation`` that yields the matched events only.
@@ -121,17 +118,7 @@ def build_scan(
         hit = f"list_filter([\n    {cases}\n  ], lambda i: i IS NOT NULL)"
         has_hit = "len(_hit) > 0"
 
-    where: list[str] = []
-    params: list[object] = []
     prefilter = _prefilter(rules)
-    if prefilter:
-        where.append(prefilter)
-    if since_ns is not None:
-        where.append("ts >= ?")
-        params.append(since_ns)
-    if until_ns is not None:
-        where.append("ts < ?")
-        params.append(until_ns)
 
     columns: dict[str, str] = {}
     field_exprs: list[str] = []
@@ -147,10 +134,10 @@ def build_scan(
     sql = (
         f"SELECT _hit, {', '.join(select)}\n"
         f"FROM (SELECT *, {hit} AS _hit FROM {relation}"
-        + (f"\n  WHERE {' AND '.join(where)}" if where else "")
+        + (f"\n  WHERE {prefilter}" if prefilter else "")
         + f")\nWHERE {has_hit}\nORDER BY ts, _host, evt_num"
     )
-    return Scan(sql, tuple(params), tuple(rules), match, columns)
+    return Scan(sql, tuple(rules), match, columns)
 
 
 @dataclass
@@ -170,8 +157,7 @@ class Hunt:
 
     def execute(self) -> None:
         try:
-            relation = self.con.sql(self.scan.sql, params=list(self.scan.params))
-            reader = relation.to_arrow_reader(self.batch_rows)
+            reader = self.con.sql(self.scan.sql).to_arrow_reader(self.batch_rows)
             first = reader.read_next_batch()
         except StopIteration:
             self._batches = iter(())
@@ -214,15 +200,25 @@ def reject_unbindable(
     con: duckdb.DuckDBPyConnection, rules: Sequence[HuntRule], relation: str = "events"
 ) -> tuple[list[HuntRule], list[UnsupportedRule]]:
     """Rules whose SQL DuckDB refuses to bind are set aside, loudly, so one
-    bad rule cannot sink the scan of all the others."""
+    bad rule cannot sink the scan of all the others.
+
+    Each rule binds against an empty table with the relation's columns:
+    binding against the view itself would re-plan the whole view per rule.
+    """
+    probe = "_hunt_bind_probe"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {probe} AS SELECT * FROM {relation} LIMIT 0")
     good, rejected = [], []
-    for rule in rules:
-        try:
-            con.execute(f"SELECT {_guarded(rule)} FROM {relation} LIMIT 0").fetchall()
-        except duckdb.Error as exc:
-            rejected.append(UnsupportedRule(rule.name, None, f"DuckDB rejected the compiled SQL: {exc}"))
-        else:
-            good.append(rule)
+    try:
+        for rule in rules:
+            try:
+                con.execute(f"SELECT {_guarded(rule)} FROM {probe}").fetchall()
+            except duckdb.Error as exc:
+                reason = str(exc).split("\n", 1)[0]
+                rejected.append(UnsupportedRule(rule.name, None, f"DuckDB rejected the compiled SQL: {reason}"))
+            else:
+                good.append(rule)
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {probe}")
     return good, rejected
 
 

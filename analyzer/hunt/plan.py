@@ -56,7 +56,7 @@ def _select(rules: Sequence[CompiledRule], names: Sequence[str], tags: Sequence[
         for rule in rules
         if (not names or rule.name in names) and (not tags or set(tags) & set(rule.tags))
     ]
-    if not chosen:
+    if not chosen and (names or tags):
         raise TraceError("no rule matches the --rule/--tag selection")
     return chosen
 
