@@ -59,10 +59,11 @@ def _names(values: tuple[str, ...]) -> frozenset[str]:
 @click.option("--comm", "comms", multiple=True, help="Record only processes with this comm (repeatable).")
 @click.option("--container", "containers", multiple=True, help="Record only this container id (repeatable).")
 @click.option("--cgroup", "cgroup_paths", multiple=True, help="Record only this cgroup v2 path (repeatable).")
+@click.option("--ring-size", type=Size(), default="64M", show_default=True, help="Kernel ring buffer size (a power of two, >= 1M).")
 @click.option("--env", "with_env", is_flag=True, help="Also record process environments (they hold secrets).")
 @click.option("--status/--no-status", default=None, help="Status line on stderr [default: when stderr is a TTY].")
 def record(directory, duration, count, rotate_size, rotate_time, rotate_events, keep_segments, keep_bytes, keep_age,
-           syscalls, pids, comms, containers, cgroup_paths, with_env, status):
+           syscalls, pids, comms, containers, cgroup_paths, ring_size, with_env, status):
     """Record syscalls with eBPF into CAPTURE_DIR (needs root).
 
     Segments are zstd Parquet files, finalized atomically; a restart in the
@@ -85,6 +86,7 @@ def record(directory, duration, count, rotate_size, rotate_time, rotate_events, 
         comms=_names(comms),
         cgroup_ids=frozenset(cgroup_ids),
         exclude_pids=frozenset({os.getpid()}),
+        ring_bytes=ring_size,
     )
     options = RecordOptions(
         directory=directory,

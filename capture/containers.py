@@ -127,8 +127,9 @@ class CgroupMap:
     def container_id_column(self, cgroup_ids: pa.Array) -> pa.DictionaryArray:
         """`container_id` for a column of cgroup ids: one lookup per distinct id."""
         distinct = pc.unique(cgroup_ids)
-        names = pa.array([self.container_id(v) if v is not None else None for v in distinct.to_pylist()], pa.string())
-        indices = pc.index_in(cgroup_ids, value_set=distinct)
-        known = pc.is_valid(pc.take(names, indices))  # unknown cgroups get a null id, not a null dictionary entry
-        indices = pc.if_else(known, indices, pa.scalar(None, indices.type))
-        return pa.DictionaryArray.from_arrays(indices, names)
+        ids = [self.container_id(v) if v is not None else None for v in distinct.to_pylist()]
+        names = sorted({i for i in ids if i is not None})
+        # Unknown cgroups get a null id, never a null dictionary entry (Parquet rejects those).
+        position = pa.array([names.index(i) if i is not None else None for i in ids], pa.int32())
+        indices = pc.take(position, pc.index_in(cgroup_ids, value_set=distinct))
+        return pa.DictionaryArray.from_arrays(indices, pa.array(names, pa.string()))

@@ -70,7 +70,7 @@ class Recorder:
         source = None
         writer = SegmentWriter(
             options.directory,
-            CaptureIdentity.of_this_host(_boot_ns()),
+            CaptureIdentity.of_this_host(boot_ns=0),  # stamped with the probe's clock below
             rotation=options.rotation,
             retention=options.retention,
             snapshot=lambda wall_ns: take_snapshot(wall_ns, cgroups, with_env=options.with_env),
@@ -78,6 +78,7 @@ class Recorder:
         )
         first_segment_seq = writer.manifest.next_seq
         source = self._open_source()
+        writer.stamp(CaptureIdentity.of_this_host(source.boot_ns))
         previous_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         summary = RecordSummary()
         try:
@@ -112,7 +113,7 @@ class Recorder:
         started = time.monotonic()
         self._next_evt_num = writer.last_evt_num + 1
         last_report, events_at_report = started, 0
-        drops_warned = DropCounts()
+        self._drops_warned = DropCounts()
         while self._stop_reason is None:
             batch = source.poll(options.poll_ms)
             now = time.monotonic()
@@ -123,11 +124,7 @@ class Recorder:
             if options.duration is not None and now - started >= options.duration:
                 self.stop("duration")
             if now - last_report >= STATUS_INTERVAL_S:
-                drops = DropCounts.of(source.drops())
-                lost = drops.since(drops_warned)
-                if lost.total > options.drop_warn_threshold:
-                    self._warn_drops(lost, drops)
-                    drops_warned = drops
+                drops = self._check_drops(source)
                 if options.status_line:
                     rate = (summary.events - events_at_report) / (now - last_report)
                     self._err.write(
@@ -144,6 +141,7 @@ class Recorder:
             if batch is None or not batch.num_rows:
                 break
             self._store(batch, writer, cgroups, summary)
+        self._check_drops(source, threshold=0)  # nothing lost goes unreported at the end
         summary.seconds = time.monotonic() - started
 
     def _store(self, batch: pa.RecordBatch, writer: SegmentWriter, cgroups: CgroupMap, summary: RecordSummary) -> None:
@@ -160,6 +158,15 @@ class Recorder:
         if count is not None and summary.events >= count:
             self.stop("count")
 
+    def _check_drops(self, source, threshold: int | None = None) -> DropCounts:
+        """Warn about the events lost since the last warning, if more than the threshold."""
+        drops = DropCounts.of(source.drops())
+        lost = drops.since(self._drops_warned)
+        if lost.total > (self.options.drop_warn_threshold if threshold is None else threshold):
+            self._warn_drops(lost, drops)
+            self._drops_warned = drops
+        return drops
+
     def _warn_drops(self, lost: DropCounts, total: DropCounts) -> None:
         per_cpu = ", ".join(f"cpu{cpu}={n}" for cpu, n in sorted(lost.kernel.items())) or "none"
         self._err.write(
@@ -168,8 +175,3 @@ class Recorder:
         )
         self._err.flush()
 
-
-def _boot_ns() -> int:
-    from capture.probe import boot_ns
-
-    return boot_ns()

@@ -218,8 +218,7 @@ class SegmentWriter:
                 print(f"trace: removed unfinished file {leftover.name} left by an interrupted recorder", file=sys.stderr)
             recover_tail(self.directory)
             self.manifest = Manifest.load(self.directory)
-            self.manifest.host, self.manifest.kernel = identity.host, identity.kernel
-            self.manifest.boot_ns = identity.boot_ns
+            self.stamp(identity)
             self.manifest.save()
 
     # -- public API ---------------------------------------------------------
@@ -235,6 +234,11 @@ class SegmentWriter:
     @property
     def finalized(self) -> list[SegmentEntry]:
         return list(self.manifest.segments)
+
+    def stamp(self, identity: CaptureIdentity) -> None:
+        """Set host, kernel and boot offset for the segments opened from now on."""
+        self.identity = identity
+        self.manifest.host, self.manifest.kernel, self.manifest.boot_ns = identity.host, identity.kernel, identity.boot_ns
 
     def open_segment(self) -> None:
         """Start a segment now (it also starts lazily on the first write)."""
@@ -473,7 +477,7 @@ def recover_tail(directory: Path) -> int:
 
 
 class _StoreErrors:
-    """Turns OS and Arrow write failures into one-line CaptureStoreErrors.
+    """Turns OS (and Arrow I/O) write failures into one-line CaptureStoreErrors.
 
     A full disk abandons the unfinished segment (freeing its space) and tries
     to leave the manifest matching the finalized segments.
@@ -486,7 +490,7 @@ class _StoreErrors:
         return None
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None or not isinstance(exc, (OSError, pa.ArrowException)):
+        if exc is None or not isinstance(exc, OSError):  # pyarrow's I/O errors are OSErrors too
             return False
         writer = self.writer
         segment = writer._segment

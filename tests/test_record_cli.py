@@ -284,11 +284,12 @@ def small_tmpfs(tmp_path):
 
 def test_full_disk_stops_cleanly(small_tmpfs, tmp_path):
     capture = small_tmpfs / "cap"
-    long_name = tmp_path / ("f" * 200)
-    long_name.write_text("x")
-    workload = subprocess.Popen(["sh", "-c", f"while :; do cat {long_name} >/dev/null; done"])
+    # Opens of random (incompressible) missing paths fill the small filesystem quickly.
+    workload = subprocess.Popen(
+        [sys.executable, "-c", "import os\nwhile True:\n    try: open('/nonexistent/' + os.urandom(64).hex())\n    except OSError: pass"]
+    )
     try:
-        result = run(TRACE, "record", "-o", str(capture), "--rotate-events", "500", "--syscalls", "openat")
+        result = run(TRACE, "record", "-o", str(capture), "--rotate-events", "2000", "--syscalls", "openat")
     finally:
         workload.kill()
         workload.wait()
@@ -303,3 +304,25 @@ def test_full_disk_stops_cleanly(small_tmpfs, tmp_path):
     assert [s["name"] for s in manifest["segments"]] == [p.name for p in files]
     nums = events(capture)["evt_num"].to_pylist()
     assert nums == list(range(1, len(nums) + 1))
+
+
+def test_drops_are_counted_warned_and_stored(tmp_path):
+    capture = tmp_path / "cap"
+    recorder = start_recorder(capture, "--ring-size", "1M", "--syscalls", "openat")
+    try:
+        recorder.send_signal(signal.SIGSTOP)  # the reader stalls: the 1 MiB ring must overflow
+        flood = run(sys.executable, "-c", "import os\nfor _ in range(200_000):\n    try: open('/nonexistent/x')\n    except OSError: pass")
+        assert flood.returncode == 0
+    finally:
+        recorder.send_signal(signal.SIGCONT)
+    code, err = stop_recorder(recorder)
+    assert code == 0, err
+    assert "trace: warning:" in err and "events dropped (kernel ring:" in err
+    segment_drops = [json.loads(pq.read_metadata(p).metadata[b"trace.drops"]) for p in list_segment_files(capture)]
+    kernel_total = sum(n for d in segment_drops for n in d["kernel"].values())
+    assert kernel_total > 0
+    manifest = json.loads((capture / "manifest.json").read_text())
+    assert sum(n for s in manifest["segments"] for n in s["drops"]["kernel"].values()) == kernel_total
+    info = json.loads(run(TRACE, "info", "--json", str(capture)).stdout)
+    assert sum(info["drops"]["kernel"].values()) == kernel_total
+    assert f"drops: {kernel_total}" in err.splitlines()[-1]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from capture import schema
@@ -163,7 +164,7 @@ def docker_like_cgroup():
         path.rmdir()
 
 
-def test_cgroup_ids_map_to_container_ids_vectorized(docker_like_cgroup):
+def test_cgroup_ids_map_to_container_ids_vectorized(docker_like_cgroup, tmp_path):
     cgroups = CgroupMap(refresh_interval=0)
     container_cgroup = os.stat(docker_like_cgroup).st_ino
     root_cgroup = os.stat(cgroups.mount).st_ino
@@ -171,6 +172,10 @@ def test_cgroup_ids_map_to_container_ids_vectorized(docker_like_cgroup):
     column = cgroups.container_id_column(ids)
     assert column.type == schema.SCHEMA.field("container_id").type
     assert column.to_pylist() == [CID[:12], HOST, None, None, CID[:12]]
+    assert None not in column.dictionary.to_pylist()  # Parquet cannot store a null dictionary entry
+    table = pa.table({"container_id": column})
+    pq.write_table(table, tmp_path / "ids.parquet")
+    assert pq.read_table(tmp_path / "ids.parquet")["container_id"].to_pylist() == column.to_pylist()
     assert cgroups.cgroup_ids_of_container(CID[:12]) == {container_cgroup}
     assert cgroups.cgroup_ids_of_container(CID) == {container_cgroup}
 
