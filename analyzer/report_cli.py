@@ -10,13 +10,6 @@ from analyzer.report import DEFAULT_WINDOW_NS, render_report
 from analyzer.report.alerts_input import load_alerts
 
 
-def open_capture_set(captures: list[str], warnings: list[str]):
-    """The captures' `events`/`processes`/`fds` views (analyzer.state)."""
-    from analyzer.state import open_captures  # DuckDB and the state build load only when needed
-
-    return open_captures(captures, warnings=warnings)
-
-
 @click.command()
 @click.argument("alerts", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True),
@@ -47,19 +40,15 @@ def report(alerts: str | None, output: str, captures: tuple[str, ...], pid: int 
         command += ["--capture", capture]
     if pid is not None:
         command += ["--pid", str(pid)]
-    warnings: list[str] = []
-    capture_set = open_capture_set(capture_args, warnings)
-    try:
-        for warning in warnings:
+    from analyzer.state import open_captures  # DuckDB and the state build load only when needed
+
+    with open_captures(capture_args) as capture_set:
+        for warning in capture_set.warnings:
             click.echo(f"warning: {warning}", err=True)
         ctx = render_report(
             alerts_file, capture_set, output, pid=pid, window_ns=int(window * 1e9),
             captures=capture_args, report_command=shlex.join(command),
         )
-    finally:
-        close = getattr(capture_set, "close", None)
-        if close is not None:
-            close()
     if ctx.mode == "investigation":
         click.echo(f"wrote {output}: process tree of pid {pid}", err=True)
     else:

@@ -263,3 +263,18 @@ def test_a_deep_chain_renders_without_recursion_limits(tmp_path):
 
 def _alerts_file(world: World, tmp_path):
     return load_alerts(world.write_alerts(tmp_path / "alerts.parquet", {}))
+
+
+def test_descendants_below_a_nested_alerting_process_stay_in_the_tree(tmp_path):
+    w = World()
+    init = w.spawn(None, 1, "systemd", "/sbin/init", ["init"])
+    shell = w.spawn(init, 10, "sh", "/bin/sh", ["sh"])
+    child = w.spawn(shell, 11, "python3", "/usr/bin/python3", ["python3"])
+    grandchild = w.spawn(child, 12, "bash", "/bin/bash", ["bash"])
+    w.spawn(grandchild, 13, "id", "/usr/bin/id", ["id"])
+    sibling = w.spawn(child, 14, "sh", "/bin/sh", ["sh"])
+    w.spawn(sibling, 15, "curl", "/usr/bin/curl", ["curl"])
+    w.alert(w.event(shell, "setuid", arg0=0), "R", "Warning")
+    w.alert(w.event(grandchild, "setuid", arg0=0), "R", "Warning")  # below the shell, via python3
+    ctx = build_context(w.database(), _alerts_file(w, tmp_path))
+    assert [n.pid for n in nodes(ctx.incidents[0])] == [1, 10, 11, 12, 13, 14, 15]

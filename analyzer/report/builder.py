@@ -116,8 +116,9 @@ def _incident(
         proc = lineage.get(alert.proc_key)
         if proc is not None:
             alerts_of[id(proc)].append(alert)
-    rules = _rule_summaries(alerts, rule_meta)
-    level_of = {r.name: (r.priority, r.level) for r in rules}
+    summary_of = _rule_summaries(alerts, rule_meta)  # by the rule's raw name
+    rules = sorted(summary_of.values(), key=lambda r: (priority_rank(r.priority), -r.count, r.name))
+    level_of = {rule: (r.priority, r.level) for rule, r in summary_of.items()}
 
     def badges_of(proc: Proc) -> list[Badge]:
         counts = Counter(a.rule for a in alerts_of.get(id(proc), ()))
@@ -198,17 +199,17 @@ def _user(proc: Proc) -> str:
     return "" if img.uid is None else str(img.uid)
 
 
-def _rule_summaries(alerts: list[Alert], rule_meta: dict[str, RuleMeta]) -> list[RuleSummary]:
+def _rule_summaries(alerts: list[Alert], rule_meta: dict[str, RuleMeta]) -> dict[str, RuleSummary]:
     counts = Counter(a.rule for a in alerts)
     first = {}
     for a in alerts:
         first.setdefault(a.rule, a)
-    out = []
+    out = {}
     for rule, count in counts.items():
         meta = rule_meta.get(rule)
         priority = meta.priority if meta else first[rule].priority
         tags = list(meta.tags if meta else first[rule].tags)
-        out.append(RuleSummary(
+        out[rule] = RuleSummary(
             name=display(rule),
             priority=display(priority),
             level=priority_level(priority),
@@ -216,8 +217,7 @@ def _rule_summaries(alerts: list[Alert], rule_meta: dict[str, RuleMeta]) -> list
             tags=[display(t) for t in tags],
             attack=[t for t in map(attack_tag, tags) if t is not None],
             count=count,
-        ))
-    out.sort(key=lambda r: (priority_rank(r.priority), -r.count, r.name))
+        )
     return out
 
 

@@ -5,7 +5,8 @@ pid (docs/contracts.md section 2). A responder thinks in processes, so a
 ``Lineage`` merges the incarnations of one pid between fork and exit into
 one ``Proc`` whose last image names it and whose earlier images are kept.
 The chain is followed through ``_prev_key`` when the view has it, else
-through consecutive incarnations of the same pid under the same parent.
+through consecutive incarnations of the same pid under the same parent
+(see ``_join_contiguous``).
 """
 
 from __future__ import annotations
@@ -128,33 +129,49 @@ class Lineage:
 
 
 def _chains(by_key: dict[Any, Image], prev_of: dict[Any, Any] | None) -> list[list[Image]]:
-    if prev_of is not None:
-        next_of = {prev: key for key, prev in prev_of.items() if prev in by_key and key in by_key}
-        heads = [k for k in by_key if prev_of.get(k) not in by_key]
-        chains = []
-        for head in heads:
-            chain, key = [by_key[head]], head
-            while key in next_of:
-                key = next_of[key]
-                chain.append(by_key[key])
-            chains.append(chain)
-        return chains
-    grouped: dict[tuple[Any, int, Any], list[Image]] = defaultdict(list)
-    for img in by_key.values():
-        grouped[(img.host, img.pid, img.parent_key)].append(img)
+    if prev_of is None:
+        return _join_contiguous([[img] for img in by_key.values()], exact=False)
+    next_of = {prev: key for key, prev in prev_of.items() if prev in by_key and key in by_key}
     chains = []
-    for imgs in grouped.values():
-        imgs.sort(key=lambda i: i.start_ts or 0)
-        chain = [imgs[0]]
-        for img in imgs[1:]:
-            # A new image of a pid that already exited is pid reuse, not exec.
-            if chain[-1].end_ts is not None and img.start_ts is not None and img.start_ts > chain[-1].end_ts:
-                chains.append(chain)
-                chain = [img]
-            else:
-                chain.append(img)
+    for head in (k for k in by_key if prev_of.get(k) not in by_key):
+        chain, key = [by_key[head]], head
+        while key in next_of:
+            key = next_of[key]
+            chain.append(by_key[key])
         chains.append(chain)
-    return chains
+    # A pid can also show up as two images under one parent with nothing
+    # linking them (state rebuilt from a fork seen twice): the first ends the
+    # very nanosecond the second starts, so they are one process.
+    return _join_contiguous(chains, exact=True)
+
+
+def _join_contiguous(chains: list[list[Image]], exact: bool) -> list[list[Image]]:
+    """Join chains of one pid under one parent that follow each other.
+
+    ``exact``: only when one ends exactly when the next starts; otherwise also
+    when the first has no end or they overlap. A start after the previous
+    end is pid reuse: a new process.
+    """
+    grouped: dict[tuple[Any, int, Any], list[list[Image]]] = defaultdict(list)
+    for chain in chains:
+        grouped[(chain[0].host, chain[0].pid, chain[0].parent_key)].append(chain)
+    out = []
+    for group in grouped.values():
+        group.sort(key=lambda c: c[0].start_ts or 0)
+        current = group[0]
+        for chain in group[1:]:
+            end, start = current[-1].end_ts, chain[0].start_ts
+            if exact:
+                follows = end is not None and end == start
+            else:
+                follows = end is None or start is None or start <= end
+            if follows:
+                current = current + chain
+            else:
+                out.append(current)
+                current = chain
+        out.append(current)
+    return out
 
 
 def load_lineage(con: duckdb.DuckDBPyConnection, hosts: Iterable[str] | None = None) -> Lineage:

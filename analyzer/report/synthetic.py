@@ -71,6 +71,7 @@ class World:
     events: list[dict[str, Any]] = field(default_factory=list)
     fds: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    _by_key: dict[int, dict[str, Any]] = field(default_factory=dict)
     _next_key: int = 1000
     _next_evt: int = 1
 
@@ -82,7 +83,11 @@ class World:
         return ts
 
     def _row(self, key: int) -> dict[str, Any]:
-        return next(p for p in self.processes if p["_proc_key"] == key)
+        return self._by_key[key]
+
+    def _add(self, row: dict[str, Any]) -> None:
+        self.processes.append(row)
+        self._by_key[row["_proc_key"]] = row
 
     def spawn(self, parent: int | None, pid: int, comm: str, exepath: str, argv: list[str], *,
               uid: int = 0, user: str = "root", container: str = "host", ts: int | None = None) -> int:
@@ -90,7 +95,7 @@ class World:
         self._next_key += 1
         key = self._next_key
         ppid = self._row(parent)["pid"] if parent is not None else 0
-        self.processes.append({
+        self._add({
             "_proc_key": key, "pid": pid, "ppid": ppid, "_parent_key": parent, "_prev_key": None,
             "start_ts": self._time(ts), "end_ts": None, "comm": comm, "exe": argv[0] if argv else comm,
             "exepath": exepath, "args": argv[1:], "cmdline": " ".join([comm, *argv[1:]]), "cwd": "/",
@@ -107,7 +112,7 @@ class World:
         self._next_key += 1
         new = dict(old, _proc_key=self._next_key, _prev_key=key, start_ts=t, end_ts=None, comm=comm,
                    exe=argv[0], exepath=exepath, args=argv[1:], cmdline=" ".join([comm, *argv[1:]]))
-        self.processes.append(new)
+        self._add(new)
         self.event(new["_proc_key"], "execve", ts=t, path=exepath, exepath=exepath, argv=argv)
         return new["_proc_key"]
 
@@ -155,7 +160,7 @@ class World:
 
     def alert(self, evt_num: int, rule: str, priority: str, *, tags: tuple[str, ...] = (), message: str = "",
               fields: dict[str, Any] | None = None) -> Alert:
-        evt = next(e for e in self.events if e["evt_num"] == evt_num)
+        evt = self.events[evt_num - 1]  # evt_num counts from 1, one per event
         alert = Alert(
             time_ns=evt["ts"], rule=rule, priority=priority, source="syscall", hostname=self.host,
             output=f"00:00:00.000000000: {priority} {message}", tags=tuple(sorted(tags)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 
 # Longer values are cut inline; the full value stays reachable in a
 # <details>, however long: hiding part of the evidence is worse than a large file.
@@ -43,6 +44,8 @@ def display(value: object) -> str:
     """
     if value is None:
         return ""
+    if isinstance(value, str) and value.isascii() and value.isprintable() and "\\" not in value:
+        return value  # the common case, nothing to escape
     if isinstance(value, (bytes, bytearray, memoryview)):
         raw = bytes(value)
     elif isinstance(value, str):
@@ -111,5 +114,9 @@ def format_ns(ns: int | None) -> str:
     if ns is None:
         return ""
     seconds, nanos = divmod(int(ns), 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{stamp}.{nanos:09d}Z"
+    return f"{_utc_second(seconds)}.{nanos:09d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _utc_second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")

@@ -65,10 +65,14 @@ def build_tree(
     focus_ids = {id(p) for p in focus}
     # Descendants of the focus processes, breadth first, until the budget runs out.
     queue = deque(focus)
+    expanded: set[int] = set()
     while queue and len(shown) < MAX_NODES:
         proc = queue.popleft()
+        if id(proc) in expanded:
+            continue
+        expanded.add(id(proc))
         for child in proc.children[:MAX_CHILDREN]:
-            if id(child) not in shown and len(shown) < MAX_NODES:
+            if id(child) in shown or len(shown) < MAX_NODES:
                 shown.add(id(child))
                 queue.append(child)
 
