@@ -93,8 +93,8 @@ _IMAGE_REPOSITORY = f"regexp_replace({_IMAGE_NO_DIGEST}, ':[^:/]*$', '')"
 _IMAGE_TAG = f"nullif(regexp_extract({_IMAGE_NO_DIGEST}, ':([^:/]*)$', 1), '')"
 _EVT_ARGS_TEXT = "array_to_string(list_transform(map_entries(\"_evt_args\"), lambda e: e.key || '=' || e.value), ' ')"
 _ENV_VALUE = (
-    "list_extract(list_transform(list_filter(\"_env\", lambda e: starts_with(e, {arg} || '=')), "
-    "lambda e: substr(e, strlen({arg}) + 2)), 1)"
+    "list_extract(list_transform(list_filter(\"_env\", lambda _v: starts_with(_v, {arg} || '=')), "
+    "lambda _v: substr(_v, strlen({arg}) + 2)), 1)"
 )
 _IO_READ_SYSCALLS = "('read', 'readv', 'pread64', 'preadv', 'preadv2', 'recvfrom', 'recvmsg', 'recvmmsg')"
 _IO_WRITE_SYSCALLS = "('write', 'writev', 'pwrite64', 'pwritev', 'pwritev2', 'sendto', 'sendmsg', 'sendmmsg', 'sendfile')"

@@ -21,6 +21,7 @@ Semantics follow libsinsp (filter_compare.cpp, sinsp_filter_check::compare):
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Callable
 
@@ -242,10 +243,13 @@ class Generator:
             if left.type is T.BUFFER:
                 return self._buffer_predicate(op, texts)
             if left.type is T.IPADDR:
-                return self._set_predicate(op, [sql_string(values.ip_address(t)) for t in texts])
+                return self._ip_predicate(op, texts)
             if left.type is T.IPNET:
-                prefixes = [sql_string(values.ip_network_prefix(t)) for t in texts]
-                return self._any_of(op, lambda x: [f"starts_with(_ip_bits({x}), {p})" for p in prefixes])
+                if not texts:
+                    return lambda x: "false"
+                prefixes = "[" + ", ".join(sql_string(values.ip_network_prefix(t)) for t in texts) + "]"
+                inside: Predicate = lambda x: f"_ip_in_nets({x}, {prefixes})"
+                return (lambda x: f"(NOT {inside(x)})") if op == "!=" else inside
             if left.type is T.BOOL:
                 return self._set_predicate(op, ["true" if values.boolean(t) else "false" for t in texts])
             parse = values.double if left.type is T.DOUBLE else values.number
@@ -263,18 +267,27 @@ class Generator:
         return lambda x: f"({x} {_SQL_OPS[op]} {value})"
 
     @staticmethod
-    def _any_of(op: str, checks: Callable[[str], list[str]]) -> Predicate:
-        """Membership-style checks (CIDR, pmatch); `!=` negates the single check."""
+    def _ip_predicate(op: str, texts: list[str]) -> Predicate:
+        """IPv4 addresses compare as canonical dotted quads (one spelling
+        only); IPv6 ones by value, since '::ffff:1.2.3.4' has several."""
+        addresses = [values.ip_address(t) for t in texts]
+        v4 = ", ".join(sql_string(a) for a in addresses if ":" not in a)
+        v6 = ", ".join(sql_string(values.ip_bits(ipaddress.ip_address(a))) for a in addresses if ":" in a)
+
+        def member(x: str) -> str:
+            parts = ([f"{x} IN ({v4})"] if v4 else []) + ([f"_ip_bits({x}) IN ({v6})"] if v6 else [])
+            return "(" + (" OR ".join(parts) or "false") + ")"
+
         if op == "!=":
-            return lambda x: f"(NOT {checks(x)[0]})"
-        return lambda x: "(" + (" OR ".join(checks(x)) or "false") + ")"
+            return lambda x: f"(NOT {member(x)})"
+        return member
 
     def _string_predicate(self, op: str, texts: list[str]) -> Predicate:
         if op in ("=", "==", "!=", "<", "<=", ">", ">=", "in", "intersects"):
             return self._set_predicate(op, [sql_string(t) for t in texts])
         if op == "pmatch":
             prefixes = [sql_string(values.path_prefix(t)) for t in texts]
-            return self._any_of("pmatch", lambda x: [f"starts_with(_path_norm({x}), {p})" for p in prefixes])
+            return lambda x: "(" + (" OR ".join(f"starts_with(_path_norm({x}), {p})" for p in prefixes) or "false") + ")"
         (text,) = texts
         if op == "contains":
             return lambda x: f"contains({x}, {sql_string(text)})"

@@ -26,28 +26,33 @@ MACROS = (
     f"""CREATE OR REPLACE MACRO _ip4_bits(s) AS CASE WHEN regexp_full_match(s, '{_IPV4}')
         THEN array_to_string(list_transform(string_split(s, '.'),
              lambda o: lpad(bin(o::INTEGER), 8, '0')), '') END""",
-    "CREATE OR REPLACE MACRO _ip6_part(p) AS CASE WHEN p = '' THEN []::VARCHAR[] ELSE string_split(p, ':') END",
-    # The hex groups of an IPv6 address with n groups, '::' expanded.
-    """CREATE OR REPLACE MACRO _ip6_groups(s, n) AS CASE
-        WHEN NOT contains(s, '::') THEN string_split(s, ':')
-        WHEN len(string_split(s, '::')) <> 2 THEN NULL
-        ELSE list_concat(
-            _ip6_part(split_part(s, '::', 1)),
-            list_transform(range(greatest(n - len(_ip6_part(split_part(s, '::', 1)))
-                                           - len(_ip6_part(split_part(s, '::', 2))), 0)), lambda i: '0'),
-            _ip6_part(split_part(s, '::', 2))) END""",
-    """CREATE OR REPLACE MACRO _ip6_group_bits(g, n) AS CASE
-        WHEN len(g) = n AND len(list_filter(g, lambda x: NOT regexp_full_match(x, '[0-9a-fA-F]{1,4}'))) = 0
-        THEN array_to_string(list_transform(g, lambda x: lpad(bin(('0x' || x)::INTEGER), 16, '0')), '') END""",
-    # An IPv6 address may end in a dotted IPv4 address (::ffff:1.2.3.4).
-    f"""CREATE OR REPLACE MACRO _ip6_bits(s) AS CASE
-        WHEN NOT contains(s, ':') THEN NULL
-        WHEN contains(s, '.') THEN CASE WHEN regexp_matches(s, '(^|:){_IPV4}$') THEN
-            _ip6_group_bits(_ip6_groups(regexp_replace(regexp_replace(s, '{_IPV4}$', ''), '([^:]):$', '\\1'), 6), 6)
-            || _ip4_bits(regexp_extract(s, '{_IPV4}$')) END
-        WHEN regexp_matches(s, '(^:[^:])|([^:]:$)') THEN NULL
-        ELSE _ip6_group_bits(_ip6_groups(s, 8), 8) END""",
+    # IPv6: optional dotted IPv4 tail (::ffff:1.2.3.4), then '::' expanded
+    # to the missing zero groups. Intermediate values are bound once with
+    # single-element list_transform lambdas: nested macros would repeat
+    # their arguments and make binding exponentially slow.
+    f"""CREATE OR REPLACE MACRO _ip6_bits(s) AS CASE WHEN contains(s, ':') THEN list_transform(
+        [CASE WHEN regexp_matches(s, '(^|:){_IPV4}$')
+              THEN [regexp_replace(regexp_replace(s, '{_IPV4}$', ''), '([^:]):$', '\\1'),
+                    _ip4_bits(regexp_extract(s, '{_IPV4}$'))]
+              ELSE [s, ''] END],
+        lambda head_tail: list_transform(
+            [list_transform(string_split(head_tail[1], '::'),
+                            lambda p: CASE WHEN p = '' THEN []::VARCHAR[] ELSE string_split(p, ':') END)],
+            lambda halves: list_transform(
+                [CASE WHEN len(halves) = 1 THEN halves[1]
+                      WHEN len(halves) = 2 THEN list_concat(halves[1],
+                          list_transform(range(greatest(8 - len(head_tail[2]) // 16 - len(halves[1]) - len(halves[2]), 0)),
+                                         lambda i: '0'),
+                          halves[2]) END],
+                lambda g: CASE WHEN len(g) = 8 - len(head_tail[2]) // 16
+                    AND len(list_filter(g, lambda x: NOT regexp_full_match(x, '[0-9a-fA-F]{{1,4}}'))) = 0
+                    THEN array_to_string(list_transform(g, lambda x: lpad(bin(('0x' || x)::INTEGER), 16, '0')), '')
+                         || head_tail[2] END)[1])[1])[1] END""",
     "CREATE OR REPLACE MACRO _ip_bits(s) AS coalesce('4:' || _ip4_bits(s), '6:' || _ip6_bits(s))",
+    # Whether an address lies in any of the networks given as bit prefixes;
+    # NULL (not false) when the address is missing or malformed.
+    """CREATE OR REPLACE MACRO _ip_in_nets(s, prefixes) AS list_transform([_ip_bits(s)],
+        lambda b: CASE WHEN b IS NOT NULL THEN len(list_filter(prefixes, lambda p: starts_with(b, p))) > 0 END)[1]""",
 )
 
 
