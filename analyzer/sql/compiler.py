@@ -22,7 +22,7 @@ never pasted: see analyzer.fields.catalog.sql_string.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from analyzer.condition import ast
@@ -39,17 +39,22 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Unsupported:
-    """Why (part of) a condition cannot run on a capture."""
+    """Why (part of) a condition cannot run on a capture. ``node`` is the
+    offending AST node; ``location`` its file:line:col when compiled from a
+    loaded RuleSet."""
 
     field: str | None
     reason: str
     span: ast.Span = ast.NO_SPAN
     rule: str | None = None
+    node: ast.Node | None = field(default=None, compare=False, repr=False)
+    location: Any = None
 
     def __str__(self) -> str:
-        where = f"rule '{self.rule}': " if self.rule else ""
+        where = f"{self.location}: " if self.location else ""
+        rule = f"rule '{self.rule}': " if self.rule else ""
         what = f"field {self.field}: " if self.field else ""
-        return f"{where}{what}{self.reason}"
+        return f"{where}{rule}{what}{self.reason}"
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ def unsupported_fields(expr: ast.Node, catalog: Catalog = CATALOG, rule: str | N
             continue  # an invalid reference: reported as the condition's error
         if resolved.sql is None and resolved.display not in found:
             found[resolved.display] = Unsupported(resolved.display, resolved.spec.unsupported or "unsupported",
-                                                  ref.span, rule)
+                                                  ref.span, rule, ref)
     return list(found.values())
 
 
@@ -112,21 +117,30 @@ def compile_condition(expr: ast.Node, catalog: Catalog = CATALOG, rule: str | No
         if exc.invalid:
             return CompiledCondition(None, evttypes, missing, exc)
         if not missing:
-            missing = [Unsupported(exc.field, exc.reason, exc.span, rule)]
+            missing = [Unsupported(exc.field, exc.reason, exc.span, rule, exc.node)]
         return CompiledCondition(None, evttypes, missing)
     return CompiledCondition(sql, evttypes, [])
 
 
-def compile_ruleset(rules: Iterable[Any], catalog: Catalog = CATALOG) -> list[CompiledRule]:
-    """Compile every rule of a loaded ruleset. Each rule object provides
-    ``name, priority, output, tags, desc, source, enabled`` and its expanded
-    condition AST as ``expr`` (the loader's LoadedRule)."""
+def compile_ruleset(ruleset: Any, catalog: Catalog = CATALOG) -> list[CompiledRule]:
+    """Compile every rule of a loaded ruleset (analyzer.rules RuleSet, or any
+    iterable of rules with ``name, priority, output, tags, desc, source,
+    enabled, expr``), in definition order. With a RuleSet, unsupported
+    fields carry their file:line:col."""
+    rules = ruleset.rules if hasattr(ruleset, "rules") else ruleset
+    locate = getattr(ruleset, "locate", None)
     compiled = []
     for rule in rules:
         result = compile_condition(rule.expr, catalog, rule.name)
+        unsupported = result.unsupported
+        if locate is not None:
+            unsupported = [
+                replace(u, location=(locate(u.node) if u.node is not None else None) or getattr(rule, "location", None))
+                for u in unsupported
+            ]
         compiled.append(CompiledRule(
             name=rule.name, priority=rule.priority, output=rule.output, tags=tuple(rule.tags), desc=rule.desc,
             source=rule.source, enabled=rule.enabled, evttypes=result.evttypes, sql=result.sql,
-            unsupported=result.unsupported, error=result.error, rule=rule,
+            unsupported=unsupported, error=result.error, rule=rule,
         ))
     return compiled

@@ -22,6 +22,7 @@ Semantics follow libsinsp (filter_compare.cpp, sinsp_filter_check::compare):
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -57,8 +58,9 @@ class CompileError(TraceError):
     the capture cannot serve."""
 
     def __init__(self, reason: str, *, field: str | None = None, rule: str | None = None,
-                 span: ast.Span = ast.NO_SPAN, invalid: bool = False) -> None:
+                 span: ast.Span = ast.NO_SPAN, invalid: bool = False, node: ast.Node | None = None) -> None:
         self.reason, self.field, self.rule, self.span, self.invalid = reason, field, rule, span, invalid
+        self.node = node
         where = f"rule '{rule}': " if rule else ""
         what = f"field {field}: " if field else ""
         super().__init__(f"{where}{what}{reason} (at offset {span.start})")
@@ -88,7 +90,7 @@ class Generator:
 
     def unsupported(self, reason: str, node: ast.Node, field: str | None = None, *, invalid: bool = False):
         raise CompileError(reason, field=field, rule=self.rule, span=getattr(node, "span", ast.NO_SPAN),
-                           invalid=invalid)
+                           invalid=invalid, node=node)
 
     def generate(self, node: ast.Node) -> str:
         method = getattr(self, f"{type(node).__name__.lower()}_sql", None)
@@ -124,7 +126,8 @@ class Generator:
 
     def fieldref_sql(self, ref: ast.FieldRef) -> Operand:
         f = self.field(ref)
-        return Operand(f.sql, f.type, f.display, f.is_list, f.any_element, f.sides if f.arg is None else ())
+        return Operand(_operand(f.sql), f.type, f.display, f.is_list, f.any_element,
+                       f.sides if f.arg is None else ())
 
     def transformer_sql(self, node: ast.Transformer) -> Operand:
         args = [self._transformer_arg(a, node) for a in node.args]
@@ -347,6 +350,15 @@ class Generator:
         else:
             self.unsupported(f"operator '{op}' against a field value is not implemented", node, left.display)
         return self._quantify(left, op, predicate)
+
+
+_IDENTIFIER = re.compile(r'"[^"]*"')
+
+
+def _operand(sql: str) -> str:
+    """A catalog expression made safe to compare: `"evt.rawres" < 0 = true`
+    would be a chained comparison, `("evt.rawres" < 0) = true` is not."""
+    return sql if _IDENTIFIER.fullmatch(sql) else f"({sql})"
 
 
 _regex_checker = None
