@@ -133,11 +133,10 @@ def _incident(
     events, omitted = activity.timeline(keys, evt_nums)
     if omitted:
         warnings.append(f"incident {n}: the timeline shows the first {len(events)} key events; {omitted} more are left out")
-    rules_by_event: dict[tuple[Any, int | None], list[str]] = defaultdict(list)
+    rules_by_event = _RulesByEvent()
     for alert in alerts:
-        rules_by_event[(str(alert.proc_key), alert.evt_num)].append(alert.rule)
-
-    timeline = [_timeline_entry(row, lineage, tree, rules_by_event) for row in events]
+        rules_by_event.add(alert)
+    timeline = _timeline(events, lineage, tree, rules_by_event)
     times = [a.time_ns for a in alerts] + [row.ts for row in events]
     start, end = (format_ns(min(times)), format_ns(max(times))) if times else ("", "")
 
@@ -182,6 +181,18 @@ def _incident(
     )
 
 
+class _RulesByEvent(dict):
+    """(str(_proc_key), evt_num) -> rules that matched; ``nums`` answers "any alert here?" fast."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nums: set[int | None] = set()
+
+    def add(self, alert: Alert) -> None:
+        self.setdefault((str(alert.proc_key), alert.evt_num), []).append(alert.rule)
+        self.nums.add(alert.evt_num)
+
+
 def _subject(focus: list[Proc], tree: Tree) -> list[Proc]:
     """The focus processes and their descendants shown in the tree, tree order."""
     focus_ids = {id(p) for p in focus}
@@ -221,20 +232,30 @@ def _rule_summaries(alerts: list[Alert], rule_meta: dict[str, RuleMeta]) -> dict
     return out
 
 
-def _timeline_entry(row: EventRow, lineage: Lineage, tree: Tree, rules_by_event: dict) -> TimelineEntry:
-    proc = lineage.get(row.proc_key)
-    image = lineage.image(row.proc_key)
-    what = _what(row)
-    return TimelineEntry(
-        time=format_ns(row.ts),
-        node_id=tree.node_ids.get(id(proc), "") if proc else "",
-        pid=proc.pid if proc else 0,
-        process=display(image.comm) if image else "",
-        category=row.category,
-        what=clip(what),
-        rules=tuple(display(r) for r in rules_by_event.get((str(row.proc_key), row.evt_num), ())),
-        evt_num=row.evt_num,
-    )
+def _timeline(events: list[EventRow], lineage: Lineage, tree: Tree, rules_by_event: dict) -> list[TimelineEntry]:
+    who: dict[Any, tuple[str, int, str]] = {}  # per process key: node id, pid, name
+    out = []
+    for row in events:
+        ident = who.get(row.proc_key)
+        if ident is None:
+            proc, image = lineage.get(row.proc_key), lineage.image(row.proc_key)
+            ident = who[row.proc_key] = (
+                tree.node_ids.get(id(proc), "") if proc else "",
+                proc.pid if proc else 0,
+                display(image.comm) if image else "",
+            )
+        rules = rules_by_event.get((str(row.proc_key), row.evt_num)) if row.evt_num in rules_by_event.nums else None
+        out.append(TimelineEntry(
+            time=format_ns(row.ts),
+            node_id=ident[0],
+            pid=ident[1],
+            process=ident[2],
+            category=row.category,
+            what=clip(_what(row)),
+            rules=tuple(display(r) for r in rules) if rules else (),
+            evt_num=row.evt_num,
+        ))
+    return out
 
 
 def _what(row: EventRow) -> str:

@@ -94,7 +94,7 @@ def build_tree(
             exit=format_ns(proc.end_ts),
             container=display(proc.container),
             host=display(img.host),
-            images=[display(i.comm) for i in proc.images[:-1]],
+            images=_earlier_images(proc),
             badges=badges_of(proc),
             involved=id(proc) in on_path or id(proc) in focus_ids,
             alerting=id(proc) in focus_ids,
@@ -115,6 +115,16 @@ def build_tree(
             root.elided_top = f"{display(real_top.image.comm)} ({real_top.pid})"
         roots.append(root)
     return Tree(roots, node_ids, involved, len(node_ids))
+
+
+def _earlier_images(proc: Proc) -> list[str]:
+    """Names of the images before the current one, a repeated name once."""
+    names: list[str] = []
+    for img in proc.images[:-1]:
+        name = display(img.comm)
+        if not names or names[-1] != name:
+            names.append(name)
+    return names
 
 
 def _user(name: str | None, uid: int | None) -> str:
