@@ -6,6 +6,7 @@ import click
 
 from analyzer.rules.loader import load_rules
 from analyzer.rules.ruleset import Rule, RuleSet
+from analyzer.sql.compiler import CompiledRule, compile_ruleset
 
 
 @click.group()
@@ -16,21 +17,46 @@ def rules() -> None:
 @rules.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--no-warnings", is_flag=True, help="Report errors only.")
-def check(files: tuple[str, ...], no_warnings: bool) -> None:
+@click.option("--sql", "show_sql", is_flag=True, help="Print each rule's compiled DuckDB SQL.")
+def check(files: tuple[str, ...], no_warnings: bool, show_sql: bool) -> None:
     """Load FILES in order as Falco would; report every error and warning
-    with file:line:col, and print each rule's event types.
+    with file:line:col, and print each rule's event types and the fields a
+    capture cannot supply (the rule is then unsupported).
 
     Exit status 0 when the files load without errors, 1 otherwise.
     """
     ruleset = load_rules(files)
+    compiled = compile_ruleset(ruleset)
+    invalid = [c for c in compiled if c.error is not None]
     for finding in ruleset.findings:
         if finding.is_error or not no_warnings:
             click.echo(finding.format(), err=True)
-    for rule in ruleset.rules:
+    for result in invalid:
+        node = result.error.node
+        where = ruleset.finding_at(node, result.error.reason, result.rule) if node is not None else None
+        click.echo(where.format() if where else str(result.error), err=True)
+    for rule, result in zip(ruleset.rules, compiled):
         click.echo(describe_rule(rule))
-    click.echo(summary(ruleset))
-    if ruleset.errors:
+        for line in describe_compiled(result, show_sql):
+            click.echo(line)
+    click.echo(summary(ruleset) + compile_summary(compiled))
+    if ruleset.errors or invalid:
         raise SystemExit(1)
+
+
+def describe_compiled(result: CompiledRule, show_sql: bool) -> list[str]:
+    """The rule's unsupported fields with the reason, and its SQL if asked."""
+    lines = [f"    unsupported: {item}" for item in result.unsupported]
+    if show_sql and result.sql is not None:
+        lines.append(f"    sql: {result.sql}")
+    return lines
+
+
+def compile_summary(compiled: list[CompiledRule]) -> str:
+    supported = sum(1 for c in compiled if c.supported)
+    unsupported = sum(1 for c in compiled if c.unsupported)
+    invalid = sum(1 for c in compiled if c.error is not None)
+    return f"; {supported}/{len(compiled)} rules compile to SQL ({unsupported} unsupported, {invalid} invalid)"
 
 
 def describe_rule(rule: Rule) -> str:

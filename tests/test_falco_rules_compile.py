@@ -72,3 +72,22 @@ def test_one_scan_of_every_stable_rule_binds(events_con):
     compiled = [c for c in compile_ruleset(load_rules([RULES / "falco_rules.yaml"])) if c.supported]
     select = ", ".join(f"({c.sql}) AS r{i}" for i, c in enumerate(compiled))
     assert len(events_con.execute(f"SELECT {select} FROM events").fetchall()) == 1
+
+
+def test_rules_check_prints_sql_unsupported_fields_and_compile_errors(tmp_path):
+    from click.testing import CliRunner
+
+    from analyzer.cli import main
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "- rule: shell\n  desc: d\n  condition: evt.type = execve and proc.name = \"it's\"\n  output: o\n  priority: INFO\n"
+        "- rule: k8s\n  desc: d\n  condition: evt.type = open and k8s.ns.name = x\n  output: o\n  priority: INFO\n"
+        "- rule: bad\n  desc: d\n  condition: evt.type = open and proc.pid contains 1\n  output: o\n  priority: INFO\n"
+    )
+    result = CliRunner().invoke(main, ["rules", "check", "--sql", str(rules)])
+    assert result.exit_code == 1  # libsinsp rejects `proc.pid contains`
+    assert "sql: (coalesce((\"evt.type\" = 'execve'), false) AND coalesce((\"proc.name\" = 'it''s'), false))" in result.output
+    assert f"{rules}:8:34: rule 'k8s': field k8s.ns.name: needs the Kubernetes API server" in result.output
+    assert f"{rules}:13:34: error: operator 'contains' is not supported for int fields [rule 'bad']" in result.output
+    assert "1/3 rules compile to SQL (1 unsupported, 1 invalid)" in result.output
