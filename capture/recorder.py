@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 import pyarrow as pa
 
 from capture import schema
@@ -150,7 +151,7 @@ class Recorder:
         if count is not None:
             batch = batch.slice(0, count - summary.events)
         first = self._next_evt_num
-        batch = batch.set_column(_EVT_NUM, schema.SCHEMA.field(_EVT_NUM), pa.array(range(first, first + batch.num_rows), pa.int64()))
+        batch = batch.set_column(_EVT_NUM, schema.SCHEMA.field(_EVT_NUM), pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64)))
         batch = batch.set_column(_CONTAINER_ID, schema.SCHEMA.field(_CONTAINER_ID), cgroups.container_id_column(batch.column("cgroup_id")))
         writer.write(batch)
         self._next_evt_num += batch.num_rows
