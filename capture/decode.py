@@ -125,6 +125,19 @@ def _ints(values: np.ndarray, valid: np.ndarray | None, typ: pa.DataType) -> pa.
     return pa.Array.from_buffers(typ, len(values), [bitmap, pa.py_buffer(values)])
 
 
+def _c_string_lengths(slots: np.ndarray) -> np.ndarray:
+    """Bytes before the first NUL of each row (the row's width when it has none)."""
+    nul = slots == 0
+    return np.where(nul.any(axis=1), nul.argmax(axis=1), slots.shape[1])
+
+
+def _sparse_strings(n: int, values: dict[int, str]) -> pa.Array:
+    """A string column that is null except at a few rows, built without a Python list of n."""
+    index = np.full(n, len(values), np.int32)  # the trailing null
+    index[list(values)] = np.arange(len(values), dtype=np.int32)
+    return pa.array([*values.values(), None], pa.string()).take(pa.array(index))
+
+
 def _ip_text(family: int, raw: np.ndarray) -> str:
     if family == AF_INET:
         return socket.inet_ntop(socket.AF_INET, raw[:4].tobytes())
@@ -197,7 +210,7 @@ class Decoder:
             "ppid": _ints((w[12] & 0xFFFFFFFF).astype(np.int32), None, pa.int32()),
             "uid": _ints((w[12] >> 32).view(np.int64), None, pa.int64()),
             "gid": _ints((w[13] & 0xFFFFFFFF).view(np.int64), None, pa.int64()),
-            "comm": _slot_strings(comm, np.count_nonzero(comm, axis=1), np.ones(n, bool)),
+            "comm": _slot_strings(comm, _c_string_lengths(comm), np.ones(n, bool)),
             "cgroup_id": _ints(w[1].view(np.int64), None, pa.int64()),
             "syscall": pa.DictionaryArray.from_arrays(
                 _ints(self._name_index[nr], None, pa.int32()), pa.array(self._names)),
@@ -235,12 +248,14 @@ class Decoder:
 
     def _socket_columns(self, h: np.ndarray, flags: np.ndarray) -> dict[str, pa.Array]:
         n = len(h)
-        rows = np.flatnonzero(flags & (TF_ADDR | TF_SOCK))
         family = self._family_from_socket_args(h, flags)
-        addr_ip: list[str | None] = [None] * n
+        rows = np.flatnonzero(flags & (TF_ADDR | TF_SOCK))
+        if not len(rows):
+            return {"sock_family": family}
+        addr_ip: dict[int, str] = {}
         addr_port = np.zeros(n, np.int32)
         has_port = np.zeros(n, bool)
-        local_ip: list[str | None] = [None] * n
+        local_ip: dict[int, str] = {}
         local_port = np.zeros(n, np.int32)
         has_local = np.zeros(n, bool)
         for i in rows:  # few: network calls only
@@ -256,10 +271,10 @@ class Decoder:
                     addr_port[i], has_port[i] = rec["sk_rport"], True
         return {
             "sock_family": family,
-            "addr_ip": pa.array(addr_ip, pa.string()),
-            "addr_port": pa.array(addr_port, mask=~has_port),
-            "local_ip": pa.array(local_ip, pa.string()),
-            "local_port": pa.array(local_port, mask=~has_local),
+            "addr_ip": _sparse_strings(n, addr_ip),
+            "addr_port": _ints(addr_port, has_port, pa.int32()),
+            "local_ip": _sparse_strings(n, local_ip),
+            "local_port": _ints(local_port, has_local, pa.int32()),
         }
 
     def _family_from_socket_args(self, h: np.ndarray, flags: np.ndarray) -> pa.Array:
