@@ -23,8 +23,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analyzer.condition import ast
+from analyzer.fields.catalog import CATALOG, Catalog, col
+from analyzer.fields.spec import FieldType
 from analyzer.sql.compiler import compile_condition, install_runtime
 from tests import reference_eval as ref
+
+# No list-valued field is derived from captures yet (fd.types is catalogued
+# as not derived), so the list semantics (`in` = every element in the set,
+# `intersects` = some element) run through a test entry making fd.types a
+# list column; everything else is the shipped catalog.
+TEST_CATALOG = Catalog(tuple(
+    col("fd.types", FieldType.STRING, "test list column", is_list=True) if spec.name == "fd.types" else spec
+    for spec in CATALOG.values()
+))
 
 ATOMS = ["a", "b", "A", "B", "k", "i", "/", ".", "%", "_", "'", '"', "\\", "é", "É", "\u212a", "İ", " ", "*", "?", "[", "]",
          "-", "!", "x", "ab", "/a", "a/", "\\%"]
@@ -205,7 +216,7 @@ def _table(batch: list[dict]) -> pa.Table:
 
 
 def check(con, batch: list[dict], exprs: list[ast.Node]) -> None:
-    compiled = [compile_condition(e) for e in exprs]
+    compiled = [compile_condition(e, TEST_CATALOG) for e in exprs]
     for expr, result in zip(exprs, compiled):
         assert result.sql is not None, (expr.text(), result.error, result.unsupported)
     events_table = _table(batch)  # noqa: F841 (read by DuckDB's replacement scan)

@@ -91,7 +91,6 @@ _DATE_TIME = "strftime(make_timestamp(\"evt.rawtime\" // 1000), '%Y-%m-%d %H:%M:
 _IMAGE_NO_DIGEST = "split_part(\"container.image\", '@', 1)"
 _IMAGE_REPOSITORY = f"regexp_replace({_IMAGE_NO_DIGEST}, ':[^:/]*$', '')"
 _IMAGE_TAG = f"nullif(regexp_extract({_IMAGE_NO_DIGEST}, ':([^:/]*)$', 1), '')"
-_EVT_ARGS_TEXT = "array_to_string(list_transform(map_entries(\"_evt_args\"), lambda e: e.key || '=' || e.value), ' ')"
 _ENV_VALUE = (
     "list_extract(list_transform(list_filter(\"_env\", lambda _v: starts_with(_v, {arg} || '=')), "
     "lambda _v: substr(_v, strlen({arg}) + 2)), 1)"
@@ -130,11 +129,11 @@ _FIELDS: tuple[FieldSpec, ...] = (
     expr("syscall.type", T.STRING, "CASE WHEN \"evt.type\" = 'procexit' THEN NULL ELSE \"evt.type\" END", "syscall name; missing for non-syscall events"),
     todo("evt.category", T.STRING, "libsinsp's per-event category table"),
     col("evt.cpu", T.INT, "CPU the event was recorded on"),
-    expr("evt.args", T.STRING, _EVT_ARGS_TEXT, "all parameters as name=value, rendered like libsinsp"),
+    col("evt.args", T.STRING, "all parameters as name=value, rendered like libsinsp"),
     expr("evt.arg", T.STRING, "NULL", "one parameter as libsinsp renders it: evt.arg.NAME, evt.arg[NAME] or evt.arg[N] (0-based position)",
          arg=ArgKind.REQUIRED, arg_sql="\"_evt_args\"[{arg}]"),
     todo("evt.rawarg", T.STRING, "raw (unrendered) parameter values by name", ArgKind.REQUIRED),
-    expr("evt.info", T.STRING, _EVT_ARGS_TEXT, "for syscall events, the same as evt.args"),
+    expr("evt.info", T.STRING, "\"evt.args\"", "for syscall events, the same as evt.args"),
     gone("evt.buffer", T.BUFFER, NO_BUFFERS),
     gone("evt.buflen", T.INT, NO_BUFFERS),
     col("evt.res", T.STRING, "result: SUCCESS or the errno name (ENOENT, ...)"),
@@ -226,8 +225,7 @@ _FIELDS: tuple[FieldSpec, ...] = (
     gone("fd.dev.minor", T.INT, NO_INODE),
     gone("fd.ino", T.INT, NO_INODE),
     col("fd.nameraw", T.STRING, "fd name as passed by the process (not resolved against the cwd)"),
-    col("fd.types", T.STRING, "distinct types of the process's open fds", is_list=True,
-        arg=ArgKind.OPTIONAL),
+    todo("fd.types", T.STRING, "list of the distinct types of the process's open fds at the event", ArgKind.OPTIONAL),
     gone("fd.is_upper_layer", T.BOOL, NO_INODE),
     gone("fd.is_lower_layer", T.BOOL, NO_INODE),
     gone("fdlist.nums", T.STRING, NO_POLL),
