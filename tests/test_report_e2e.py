@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "scenarios"))
 
 from harness import TRACE, start_recorder, wait_for_marker  # noqa: E402
 from sandbox import cgroup2_root, remove_cgroup  # noqa: E402
-from test_report_browser import Page, browser_context, launch, playwright  # noqa: E402,F401
+from test_report_browser import Page, browser_context, playwright  # noqa: E402,F401 (fixtures)
 
 pytestmark = [pytest.mark.bpf, pytest.mark.browser, pytest.mark.slow]
 

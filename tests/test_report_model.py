@@ -10,7 +10,7 @@ from analyzer.report.alerts_input import load_alerts
 from analyzer.report.grouping import group_alerts
 from analyzer.report.lineage import load_lineage
 from analyzer.report.render import walk_tree
-from analyzer.report.synthetic import RULE_META, SECOND, T0, World, breach
+from analyzer.report.synthetic import RULE_META, SECOND, World, breach
 from analyzer.report.tree import MAX_CHILDREN, build_tree
 
 

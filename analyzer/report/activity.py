@@ -103,34 +103,59 @@ class PeerRow:
 
 
 class Activity:
-    """Queries over one capture set's views, for a set of process keys."""
+    """What a set of processes did, from one capture set's views.
 
-    def __init__(self, con: duckdb.DuckDBPyConnection):
+    ``Activity(con, proc_keys, pids)`` reads the processes' events from the
+    `events` view once, into a temporary table the other queries share: the
+    view resolves state per row and is the expensive part. ``pids`` is a
+    redundant filter on a raw column, there so the scan can skip row groups.
+    Call ``close()`` to drop the table.
+    """
+
+    TABLE = "_report_activity"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, proc_keys: Sequence[Any], pids: Sequence[int],
+                 alert_evt_nums: Sequence[int]):
         self.con = con
+        self.keys = list(proc_keys)
+        self.alert_evt_nums = list(alert_evt_nums)
         columns = {r[0] for r in con.execute("select column_name from (describe events)").fetchall()}
-        self.name_expr = 'coalesce("fd.name", path)' if "fd.name" in columns else "path"
-        self.has_evt_args = "_evt_args" in columns
+        name = 'coalesce("fd.name", path)' if "fd.name" in columns else "path"
+        # Rendered parameters only for the matched events: rendering is per row and costs.
+        args = "case when is_alert then _evt_args end" if "_evt_args" in columns else "null::MAP(VARCHAR, VARCHAR)"
+        con.execute(
+            f"""
+            create or replace temp table {self.TABLE} as
+            with picked as (
+              select *, evt_num in (select unnest($nums)) as is_alert from events
+              where pid in (select unnest($pids)) and _proc_key in (select unnest($keys))
+            )
+            select evt_num, ts, pid, _proc_key, syscall::VARCHAR as syscall, res, flags, {name} as name, path2,
+                   addr_ip, addr_port, addr_path, exepath, argv, arg0, arg1, arg2, is_alert, {args} as args
+            from picked
+            """,
+            {"pids": sorted(set(pids)), "keys": self.keys, "nums": self.alert_evt_nums},
+        )
 
-    def timeline(self, proc_keys: Sequence[Any], alert_evt_nums: Sequence[int]) -> tuple[list[EventRow], int]:
-        """Key events of the processes in time order, and how many were left out."""
-        if not proc_keys:
-            return [], 0
-        category = _category_sql(self.name_expr)
+    def close(self) -> None:
+        self.con.execute(f"drop table if exists {self.TABLE}")
+
+    def timeline(self) -> tuple[list[EventRow], int]:
+        """Key events in time order, and how many were left out."""
         rows = self.con.execute(
             f"""
             with keyed as (
-              select evt_num, ts, _proc_key, syscall, res, {self.name_expr} as name, path2,
+              select evt_num, ts, _proc_key, syscall, res, name, path2,
                      addr_ip, addr_port, addr_path, exepath, argv, arg0, arg1, arg2,
-                     coalesce({category}, case when evt_num in (select unnest($nums)) then 'alert' end) as category
-              from events
-              where _proc_key in (select unnest($keys))
+                     coalesce({_category_sql("name")}, case when is_alert then 'alert' end) as category
+              from {self.TABLE}
             )
             select *, count(*) over () as total from keyed
             where category is not null
             order by ts, evt_num
             limit $limit
             """,
-            {"keys": list(proc_keys), "nums": list(alert_evt_nums), "limit": TIMELINE_LIMIT},
+            {"limit": TIMELINE_LIMIT},
         ).fetchall()
         total = rows[0][-1] if rows else 0
         events = [
@@ -143,22 +168,19 @@ class Activity:
         ]
         return events, total - len(events)
 
-    def files(self, proc_keys: Sequence[Any]) -> dict[Any, tuple[list[FileRow], int]]:
+    def files(self) -> dict[Any, tuple[list[FileRow], int]]:
         """Per process key: the files it opened or executed, first use first."""
-        if not proc_keys:
-            return {}
         rows = self.con.execute(
             f"""
             with opens as (
-              select _proc_key, {self.name_expr} as name,
+              select _proc_key, name,
                      bool_or(syscall in {_OPEN} and not {_WRITE_FLAGS}) as rd,
                      bool_or(syscall in {_OPEN} and {_WRITE_FLAGS}) as wr,
                      bool_or(syscall in ('execve','execveat')) as ex,
                      count(*) as n, min(ts) as first_ts
-              from events
-              where _proc_key in (select unnest($keys)) and res >= 0
+              from {self.TABLE}
+              where res >= 0 and name is not null
                 and (syscall in {_OPEN} or (syscall in ('execve','execveat') and res = 0))
-                and {self.name_expr} is not null
               group by all
             )
             select *, row_number() over (partition by _proc_key order by first_ts, name) as rank,
@@ -166,7 +188,7 @@ class Activity:
             from opens qualify rank <= $limit
             order by _proc_key, first_ts, name
             """,
-            {"keys": list(proc_keys), "limit": FILES_PER_PROCESS},
+            {"limit": FILES_PER_PROCESS},
         ).fetchall()
         out: dict[Any, tuple[list[FileRow], int]] = {}
         for key, name, rd, wr, ex, n, first_ts, _rank, total in rows:
@@ -175,10 +197,8 @@ class Activity:
             out[key] = (files, total - len(files))
         return out
 
-    def peers(self, proc_keys: Sequence[Any]) -> dict[Any, list[PeerRow]]:
+    def peers(self) -> dict[Any, list[PeerRow]]:
         """Per process key: network and unix-socket peers from the fd table."""
-        if not proc_keys:
-            return {}
         rows = self.con.execute(
             """
             with peers as (
@@ -192,22 +212,16 @@ class Activity:
             qualify row_number() over (partition by _proc_key order by first_ts) <= $limit
             order by _proc_key, first_ts
             """,
-            {"keys": list(proc_keys), "limit": PEERS_PER_PROCESS},
+            {"keys": self.keys, "limit": PEERS_PER_PROCESS},
         ).fetchall()
         out: dict[Any, list[PeerRow]] = defaultdict(list)
         for key, *rest in rows:
             out[key].append(PeerRow(*rest))
         return out
 
-    def event_args(self, evt_nums: Sequence[int], proc_keys: Sequence[Any]) -> dict[tuple[str, int], list[tuple[str, str]]]:
+    def event_args(self) -> dict[tuple[str, int], list[tuple[str, str]]]:
         """The rendered parameters (``_evt_args``) of the matched events, by (str(_proc_key), evt_num)."""
-        if not evt_nums or not self.has_evt_args:
-            return {}
         rows = self.con.execute(
-            """
-            select _proc_key, evt_num, map_keys(_evt_args), map_values(_evt_args) from events
-            where evt_num in (select unnest($nums)) and _proc_key in (select unnest($keys))
-            """,
-            {"nums": list(evt_nums), "keys": list(proc_keys)},
+            f"select _proc_key, evt_num, map_keys(args), map_values(args) from {self.TABLE} where is_alert"
         ).fetchall()
         return {(str(key), num): list(zip(ks or [], vs or [])) for key, num, ks, vs in rows}

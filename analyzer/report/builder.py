@@ -56,7 +56,6 @@ def build_context(
     the alerts came from (docs/contracts.md section 2).
     """
     lineage = load_lineage(con)
-    activity = Activity(con)
     warnings: list[str] = []
     alerts = alerts_file.alerts if alerts_file else []
     rule_meta = dict(alerts_file.meta.rule_meta) if alerts_file else {}
@@ -66,11 +65,11 @@ def build_context(
         if not focus:
             raise TraceError(f"pid {pid} is not in the capture's process table")
         mine = [a for a in alerts if lineage.get(a.proc_key) in focus]
-        incidents.append(_incident(1, f"Investigation of pid {pid}", focus, mine, lineage, activity, rule_meta, warnings))
+        incidents.append(_incident(1, f"Investigation of pid {pid}", focus, mine, lineage, con, rule_meta, warnings))
         mode, title = "investigation", f"Investigation of pid {pid}"
     else:
         for n, group in enumerate(group_alerts(alerts, lineage, window_ns), start=1):
-            incidents.append(_incident(n, "", group.procs, group.alerts, lineage, activity, rule_meta, warnings))
+            incidents.append(_incident(n, "", group.procs, group.alerts, lineage, con, rule_meta, warnings))
         unknown = sum(1 for a in alerts if lineage.get(a.proc_key) is None)
         if unknown:
             warnings.append(f"{unknown} alert(s) name a process the capture's process table does not hold; "
@@ -106,7 +105,7 @@ def _incident(
     focus: list[Proc],
     alerts: list[Alert],
     lineage: Lineage,
-    activity: Activity,
+    con: duckdb.DuckDBPyConnection,
     rule_meta: dict[str, RuleMeta],
     warnings: list[str],
 ) -> Incident:
@@ -129,8 +128,16 @@ def _incident(
     # Activity of the focus processes and what they started; not of their ancestors.
     subject = _subject(focus, tree)
     keys = [img.key for proc in subject for img in proc.images]
+    pids = [proc.pid for proc in subject]
     evt_nums = [a.evt_num for a in alerts if a.evt_num is not None]
-    events, omitted = activity.timeline(keys, evt_nums)
+    activity = Activity(con, keys, pids, evt_nums)
+    try:
+        events, omitted = activity.timeline()
+        files = activity.files()
+        peers = activity.peers()
+        args = activity.event_args()
+    finally:
+        activity.close()
     if omitted:
         warnings.append(f"incident {n}: the timeline shows the first {len(events)} key events; {omitted} more are left out")
     rules_by_event = _RulesByEvent()
@@ -141,12 +148,7 @@ def _incident(
     start, end = (format_ns(min(times)), format_ns(max(times))) if times else ("", "")
 
     detail_procs = subject[:MAX_DETAILS]
-    detail_keys = [img.key for proc in detail_procs for img in proc.images]
-    files = activity.files(detail_keys)
-    peers = activity.peers(detail_keys)
     details = [_detail(proc, tree, files, peers) for proc in detail_procs]
-
-    args = activity.event_args([a.evt_num for a in alerts[:MAX_EVIDENCE] if a.evt_num is not None], keys)
     evidence = [_evidence(a, lineage, tree, level_of, args) for a in alerts[:MAX_EVIDENCE]]
 
     worst = rules[0] if rules else None

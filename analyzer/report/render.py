@@ -64,7 +64,8 @@ def _assets() -> tuple[str, str]:
     css = (TEMPLATES / "report.css").read_text(encoding="utf-8")
     js = (TEMPLATES / "report.js").read_text(encoding="utf-8")
     # They are inlined verbatim: they must not be able to end their own element.
-    assert "</style" not in css.lower() and "</script" not in js.lower()
+    if "</style" in css.lower() or "</script" in js.lower():
+        raise ValueError("reports/report.css or report.js closes its own element")
     return css, js
 
 
