@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from analyzer.errors import TraceError
 from analyzer.report import build_context, render_report
 from analyzer.report.alerts_input import load_alerts
 from analyzer.report.grouping import group_alerts
-from analyzer.report.lineage import load_lineage
+from analyzer.report.lineage import Image, Lineage, load_lineage
 from analyzer.report.render import walk_tree
 from analyzer.report.synthetic import RULE_META, SECOND, World, breach
 from analyzer.report.tree import MAX_CHILDREN, build_tree
@@ -278,3 +280,42 @@ def test_descendants_below_a_nested_alerting_process_stay_in_the_tree(tmp_path):
     w.alert(w.event(grandchild, "setuid", arg0=0), "R", "Warning")  # below the shell, via python3
     ctx = build_context(w.database(), _alerts_file(w, tmp_path))
     assert [n.pid for n in nodes(ctx.incidents[0])] == [1, 10, 11, 12, 13, 14, 15]
+
+
+def test_an_empty_hunt_still_renders_a_report(tmp_path):
+    w = World()
+    w.spawn(None, 1, "systemd", "/sbin/init", ["init"])
+    out = tmp_path / "empty.html"
+    ctx = render_report(_alerts_file(w, tmp_path), w.database(), out)
+    assert ctx.incidents == [] and "No alerts: nothing to report." in out.read_text()
+
+
+# --- tree invariants over random process forests ---------------------------------
+
+forests = st.integers(min_value=1, max_value=60).flatmap(lambda n: st.tuples(
+    st.lists(st.integers(min_value=0, max_value=n), min_size=n, max_size=n),  # parent index per process (>= own: none)
+    st.sets(st.integers(min_value=0, max_value=n - 1), min_size=1, max_size=min(n, 6)),
+))
+
+
+@given(forests)
+def test_tree_shows_every_focus_process_once_and_accounts_for_every_child(forest):
+    parents, focus_idx = forest
+    images = [
+        Image(key=i, pid=100 + i, parent_key=(p if p < i else None), start_ts=i, end_ts=None, comm=f"p{i}",
+              exe=None, exepath=None, cmdline=None, uid=0, user_name="root", container_id="host", host="h")
+        for i, p in enumerate(parents)
+    ]
+    lineage = Lineage(images)
+    focus = [lineage.get(i) for i in sorted(focus_idx)]
+    tree = build_tree(focus, lambda p: [], "t-")
+    shown = [s.node for s in walk_tree(tree.roots) if s.kind == "open"]
+    pids = [n.pid for n in shown]
+    assert len(pids) == len(set(pids)) == tree.count
+    assert {p.pid for p in focus} <= set(pids)
+    for proc in focus:  # the whole way up to the root is shown
+        assert {a.pid for a in proc.ancestors()} <= set(pids)
+    for node in shown:
+        proc = lineage.get(node.pid - 100)
+        assert len(node.children) + node.folded == len(proc.children)
+    assert {n.pid for n in shown if n.alerting} == {p.pid for p in focus}
