@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -45,16 +46,16 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.02)
 
 
-def start_recorder(directory: Path, *args: str) -> subprocess.Popen:
+def start_recorder(directory: Path, *args: str, stderr=subprocess.PIPE) -> subprocess.Popen:
     """Run `trace record` and return once its probe is attached (the first segment's tail exists)."""
-    proc = subprocess.Popen([TRACE, "record", "-o", str(directory), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([TRACE, "record", "-o", str(directory), *args], stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
         wait_until(lambda: (directory / TAIL_NAME).exists() or proc.poll() is not None, START_TIMEOUT_S, "the recorder to start")
     except AssertionError:
         proc.kill()
         raise
     if proc.poll() is not None:
-        raise AssertionError(f"trace record exited early ({proc.returncode}): {proc.stderr.read()}")
+        raise AssertionError(f"trace record exited early ({proc.returncode}): {proc.stderr.read() if proc.stderr else ''}")
     return proc
 
 
@@ -121,9 +122,13 @@ def test_record_until_sigint_then_info(tmp_path):
 def test_restart_in_the_same_directory_continues_numbering(tmp_path):
     capture = tmp_path / "cap"
     assert run(TRACE, "record", "-o", str(capture), "--count", "50").returncode == 0
-    recorder = start_recorder(capture)
-    code, err = stop_recorder(recorder, signal.SIGTERM)
-    assert code == 0, err
+    status = tmp_path / "stderr"
+    with open(status, "w") as err_file:
+        recorder = start_recorder(capture, "--status", stderr=err_file)
+        line = re.compile(r"\r\x1b\[K\d+ events  [\d,]+/s  drops 0  segment seg-\d{8}T\d{6}-000002\.parquet")
+        wait_until(lambda: line.search(status.read_bytes().decode()), 60, "the status line")  # read_text would turn \r into \n
+        code, _ = stop_recorder(recorder, signal.SIGTERM)
+    assert code == 0, status.read_text()
     files = list_segment_files(capture)
     assert [parse_segment_name(p.name) for p in files] == [1, 2]
     nums = events(capture)["evt_num"].to_pylist()
@@ -222,8 +227,9 @@ def test_sigkill_leaves_every_finalized_segment_readable_and_restart_recovers(tm
         # Only our program is recorded: once its exit is on disk the capture is still, so the
         # kill lands at a known point: >= 2 finalized segments and events in the open one.
         while True:
-            pid = subprocess.Popen([str(program), "/etc/hostname"], stdout=subprocess.DEVNULL).pid
-            os.waitpid(pid, 0)
+            child = subprocess.Popen([str(program), "/etc/hostname"], stdout=subprocess.DEVNULL)
+            child.wait()
+            pid = child.pid
             done = lambda: any(r["pid"] == pid and r["syscall"] == "procexit" for part in _recorded(capture) for r in part)  # noqa: E731
             wait_until(done, 60, "the program's exit to be recorded")
             finalized, tail = _recorded(capture)
