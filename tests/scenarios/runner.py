@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from catalog import SCENARIOS  # noqa: E402
-from sandbox import Sandbox, join_cgroup  # noqa: E402
+from sandbox import ENVIRONMENT, Sandbox, join_cgroup  # noqa: E402
 
 MAX_LIFETIME_S = 300
 
@@ -77,6 +77,8 @@ def main(argv: list[str]) -> int:
     if os.fork():
         return 0
     os.setsid()
+    os.environ.clear()
+    os.environ.update(ENVIRONMENT)
     signal.alarm(MAX_LIFETIME_S)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):

@@ -12,6 +12,7 @@ kernel's comm (Falco's proc.name) is that name.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import http.server
@@ -31,6 +32,10 @@ from typing import Callable, Sequence
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
 PYTHON = sys.executable
 COMMAND_TIMEOUT_S = 30
+# Every scenario process gets this environment. /usr/bin comes first so a
+# command is found at the first execve: a failed execve along PATH is an
+# event too (with the caller's proc.name), and would only add noise.
+ENVIRONMENT = {"PATH": "/usr/bin:/usr/sbin:/bin:/sbin", "HOME": "/root", "LANG": "C", "SHELL": "/bin/sh"}
 
 
 class ScenarioError(RuntimeError):
@@ -66,20 +71,24 @@ def remove_cgroup(cgroup: Path) -> None:
     for child in sorted((p for p in cgroup.iterdir() if p.is_dir()), reverse=True):
         remove_cgroup(child)
     kill_file = cgroup / "cgroup.kill"
-    for _ in range(100):
+    for _ in range(200):  # dying tasks keep the cgroup busy for a moment
         pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
-        if not pids:
-            break
-        if kill_file.exists():
+        if pids and kill_file.exists():
             kill_file.write_text("1\n")
-        else:
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        for pid in pids if not kill_file.exists() else ():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if not pids:
+            try:
+                cgroup.rmdir()
+                return
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise
         threading.Event().wait(0.05)
-    cgroup.rmdir()
+    raise ScenarioError(f"cannot remove {cgroup}: processes left in it")
 
 
 def container_id_for(name: str) -> str:
@@ -185,17 +194,13 @@ class Sandbox:
             shutil.copy2(source, target)
         return target
 
-    def env(self) -> dict[str, str]:
-        """A minimal, fixed environment with the named copies first on PATH."""
-        return {"PATH": f"{self.workdir / 'bin'}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-                "HOME": "/root", "LANG": "C", "SHELL": "/bin/sh"}
 
     # --- processes ----------------------------------------------------------
     def run(self, argv: Sequence[str], *, check: bool = True, cwd: Path | str | None = None,
-            env: dict[str, str] | None = None, stdin=subprocess.DEVNULL) -> int:
+            stdin=subprocess.DEVNULL) -> int:
         """Run argv directly (no shell in between), parent = the scenario process."""
         result = subprocess.run(list(map(str, argv)), stdin=stdin, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, cwd=cwd, env=env or self.env(),
+                                stderr=subprocess.DEVNULL, cwd=cwd,
                                 timeout=COMMAND_TIMEOUT_S)
         if check and result.returncode != 0:
             raise ScenarioError(f"{list(argv)} exited {result.returncode}")
