@@ -326,8 +326,10 @@ static __always_inline void emit_syscall(u32 nr, const struct plan *p, const u64
 {
     if (p->path2 >= 0) {
         struct scratch_buf *s = get_scratch();
-        if (!s)
+        if (!s) {
+            count_drop();
             return;
+        }
         fill_common((struct trace_event *)s->buf, nr, args, res, flags);
         emit_bulky_paths(s, p, args);
         return;
@@ -546,8 +548,10 @@ int on_exec(struct tp_exec *ctx)
     if (!p || !p->enabled || !p->exec)
         return 0;
     struct scratch_buf *s = get_scratch();
-    if (!s)
+    if (!s) {
+        count_drop();
         return 0;
+    }
     void *task = (void *)bpf_get_current_task();
     struct trace_event *e = (struct trace_event *)s->buf;
     u32 pos = sizeof(struct trace_event);

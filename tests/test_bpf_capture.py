@@ -290,3 +290,29 @@ def test_pipe_fds_and_unlink_rename_paths(source, tmp_path):
     assert [r for r in found if r["syscall"] in ("unlink", "unlinkat") and r["path"] == str(a)]
     longs = [r for r in found if r["syscall"] == "openat" and r["path"] and r["path"].endswith("L" * 200 + f"-{tag}")]
     assert len(longs) == 1 and longs[0]["res"] == -2  # a path longer than the fixed slot, whole
+
+
+def test_exec_from_memfd_is_flagged(source):
+    tag = uuid.uuid4().hex
+    script = textwrap.dedent(
+        f"""
+        import os
+        fd = os.memfd_create("img-{tag}", 0)
+        with open("/bin/true", "rb") as image:
+            os.write(fd, image.read())
+        os.execve(fd, ["true", "memfd-{tag}"], {{}})
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], check=True)
+    assert proc.returncode == 0
+    found: list[dict] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not found:
+        batch = source.poll(50)
+        if batch is not None:
+            found = [r for r in batch.to_pylist() if r["syscall"] in ("execve", "execveat") and r["argv"]
+                     and f"memfd-{tag}" in r["argv"]]
+    assert len(found) == 1
+    e = found[0]
+    assert e["exe_from_memfd"] is True and e["res"] == 0
+    assert e["syscall"] == "execveat" and e["dirfd"] is not None  # fexecve: execveat(fd, "", AT_EMPTY_PATH)
