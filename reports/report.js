@@ -40,9 +40,9 @@
     bar.className = "toolbar";
     bar.appendChild(button("Expand all", function () { setAll(tree, "li.node > details", true); }));
     bar.appendChild(button("Collapse all", function () { setAll(tree, "li.node > details", false); }));
-    bar.appendChild(button("Alerting only", function () {
+    bar.appendChild(button("Focus only", function () {
       setAll(tree, "li.node > details", false);
-      tree.querySelectorAll("li.node.alerting").forEach(function (li) { openAncestors(li.parentElement); });
+      tree.querySelectorAll("li.node.focus").forEach(function (li) { openAncestors(li.parentElement); });
     }));
     var search = document.createElement("input");
     search.type = "search";

@@ -145,7 +145,7 @@ def test_script_enhancements_work(page, breach_report):
     toolbar = pg.locator("#i1 .tree-section .toolbar")
     toolbar.get_by_role("button", name="Collapse all").click()
     assert not pg.locator("#i1-p4 > details > summary").is_visible()  # sh, under collapsed parents
-    toolbar.get_by_role("button", name="Alerting only").click()
+    toolbar.get_by_role("button", name="Focus only").click()
     assert pg.locator("#i1-p6 > details > summary").is_visible()  # nc
     toolbar.locator("input[type=search]").fill("4444")
     assert tree.locator("li.match").evaluate_all("els => els.map(e => Number(e.dataset.pid))") == [900, 902]

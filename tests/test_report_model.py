@@ -81,7 +81,7 @@ def test_tree_runs_from_pid_1_through_the_lineage_and_folds_the_rest(scenario):
     badged = {n.pid: [b.rule for b in n.badges] for n in nodes(inc) if n.badges}
     assert badged == {900: ["Run shell untrusted"], 901: ["Read sensitive file untrusted"],
                       902: ["Outbound connection to C2"]}
-    assert {n.pid for n in nodes(inc) if n.alerting} == {900, 901, 902}
+    assert {n.pid for n in nodes(inc) if n.alerting} == {n.pid for n in nodes(inc) if n.focus} == {900, 901, 902}
     assert shell.exe.full == "/bin/sh" and shell.user == "www-data (33)"
     cat = shell.children[0]
     assert cat.exit and cat.start  # exited within the capture
@@ -318,4 +318,4 @@ def test_tree_shows_every_focus_process_once_and_accounts_for_every_child(forest
     for node in shown:
         proc = lineage.get(node.pid - 100)
         assert len(node.children) + node.folded == len(proc.children)
-    assert {n.pid for n in shown if n.alerting} == {p.pid for p in focus}
+    assert {n.pid for n in shown if n.focus} == {p.pid for p in focus}

@@ -50,13 +50,17 @@ class ProcessNode:
     host: str
     images: list[str]
     badges: list[Badge]
-    involved: bool
-    alerting: bool
+    involved: bool  # on the way from the root to a focus process, or a focus process
+    focus: bool  # what the incident is about: a process that alerted, or the --pid process
     children: list[ProcessNode] = field(default_factory=list)
     folded: int = 0
     folded_sample: list[str] = field(default_factory=list)
     elided_above: int = 0
     elided_top: str = ""
+
+    @property
+    def alerting(self) -> bool:
+        return bool(self.badges)
 
 
 @dataclass(frozen=True)

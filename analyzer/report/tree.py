@@ -97,7 +97,7 @@ def build_tree(
             images=_earlier_images(proc),
             badges=badges_of(proc),
             involved=id(proc) in on_path or id(proc) in focus_ids,
-            alerting=id(proc) in focus_ids,
+            focus=id(proc) in focus_ids,
         )
         kept = [c for c in proc.children if id(c) in shown] if depth < MAX_DEPTH else []
         hidden = [c for c in proc.children if id(c) not in shown or depth >= MAX_DEPTH]
