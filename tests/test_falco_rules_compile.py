@@ -87,7 +87,7 @@ def test_rules_check_prints_sql_unsupported_fields_and_compile_errors(tmp_path):
     )
     result = CliRunner().invoke(main, ["rules", "check", "--sql", str(rules)])
     assert result.exit_code == 1  # libsinsp rejects `proc.pid contains`
-    assert "sql: (coalesce((\"evt.type\" = 'execve'), false) AND coalesce((\"proc.name\" = 'it''s'), false))" in result.output
+    assert "sql: coalesce(((\"evt.type\" = 'execve') AND (\"proc.name\" = 'it''s')), false)" in result.output
     assert f"{rules}:8:34: rule 'k8s': field k8s.ns.name: needs the Kubernetes API server" in result.output
     assert f"{rules}:13:34: error: operator 'contains' is not supported for int fields [rule 'bad']" in result.output
     assert "1/3 rules compile to SQL (1 unsupported, 1 invalid)" in result.output

@@ -7,9 +7,11 @@ emitting SQL that would mean something else.
 
 Semantics follow libsinsp (filter_compare.cpp, sinsp_filter_check::compare):
 
-* every check is wrapped in ``coalesce(..., false)``: a check on a missing
-  (NULL) value is false for every operator, ``!=`` included, and ``not``
-  turns it true;
+* a check on a missing (NULL) value is false for every operator, ``!=``
+  included, and ``not`` turns it true. A check's SQL may yield NULL for a
+  missing value; under only AND/OR a NULL decides exactly as false would, so
+  ``coalesce(..., false)`` is applied where it matters: under every NOT, on
+  each ``oneof`` term, and around the whole condition (``generate``);
 * literals are parsed for the field's type at compile time (numbers with
   0x hex, booleans, IP addresses, CIDR networks) and reach SQL only through
   ``sql_string`` or as Python-formatted numbers;
@@ -93,6 +95,10 @@ class Generator:
                            invalid=invalid, node=node)
 
     def generate(self, node: ast.Node) -> str:
+        """The condition as a SQL boolean that is never NULL."""
+        return _definite(self.sql(node))
+
+    def sql(self, node: ast.Node):
         method = getattr(self, f"{type(node).__name__.lower()}_sql", None)
         if method is None:
             self.unsupported(f"unexpected {type(node).__name__} in a condition", node, invalid=True)
@@ -101,13 +107,13 @@ class Generator:
     # ---------------------------------------------------------- boolean
 
     def or_sql(self, node: ast.Or) -> str:
-        return "(" + " OR ".join(self.generate(op) for op in node.operands) + ")"
+        return "(" + " OR ".join(self.sql(op) for op in node.operands) + ")"
 
     def and_sql(self, node: ast.And) -> str:
-        return "(" + " AND ".join(self.generate(op) for op in node.operands) + ")"
+        return "(" + " AND ".join(self.sql(op) for op in node.operands) + ")"
 
     def not_sql(self, node: ast.Not) -> str:
-        return f"(NOT {self.generate(node.operand)})"
+        return f"(NOT {_definite(self.sql(node.operand))})"
 
     def macroref_sql(self, node: ast.MacroRef) -> str:
         self.unsupported(f"undefined macro '{node.name}' (conditions are compiled after macro expansion)",
@@ -168,7 +174,7 @@ class Generator:
             items = [self._transformer_arg(a, parent) for a in arg.items]
             return Operand("list_value(" + ", ".join(f"CAST({i.sql} AS VARCHAR)" for i in items) + ")",
                            T.STRING, "(...)", is_list=True)
-        operand = self.generate(arg)
+        operand = self.sql(arg)
         if operand.any_element or operand.sides:
             self.unsupported("this field cannot be transformed (EPF_NO_TRANSFORMER)", arg, operand.display,
                              invalid=True)
@@ -177,16 +183,16 @@ class Generator:
     # ---------------------------------------------------------- checks
 
     def comparison_sql(self, node: ast.Comparison) -> str:
-        left = self.generate(node.left)
+        left = self.sql(node.left)
         if node.modifier is not None:
             return self._modified(node, left)
-        return f"coalesce({self._check(node, left, node.op, node.right)}, false)"
+        return self._check(node, left, node.op, node.right)
 
     def _modified(self, node: ast.Comparison, left: Operand) -> str:
         """``f op anyof|allof|oneof (v1, v2)``: the plain operator per value."""
         if not isinstance(node.right, ast.ListLiteral):
             self.unsupported(f"'{node.modifier}' needs a list of values", node, invalid=True)
-        checks = [f"coalesce({self._check(node, left, node.op, item)}, false)" for item in node.right.items]
+        checks = [_definite(self._check(node, left, node.op, item)) for item in node.right.items]
         if not checks:
             return "false" if node.modifier != "allof" else "true"
         if node.modifier == "anyof":
@@ -227,14 +233,14 @@ class Generator:
     def _quantify(self, left: Operand, op: str, predicate: Predicate) -> str:
         if left.sides:
             joiner = " AND " if op == "!=" else " OR "
-            return "(" + joiner.join(f"coalesce({predicate(s)}, false)" for s in left.sides) + ")"
+            return "(" + joiner.join(predicate(s) for s in left.sides) + ")"
         if left.any_element:
             return f"(len(list_filter({left.sql}, lambda _e: {predicate('_e')})) > 0)"
         if left.is_list:
             if op == "intersects":
                 return f"(len(list_filter({left.sql}, lambda _e: {predicate('_e')})) > 0)"
             return (f"(len({left.sql}) > 0 AND len(list_filter({left.sql}, "
-                    f"lambda _e: NOT coalesce({predicate('_e')}, false))) = 0)")
+                    f"lambda _e: NOT {_definite(predicate('_e'))})) = 0)")
         return predicate(left.sql)
 
     # ------------------------------------------------- constant right side
@@ -330,7 +336,7 @@ class Generator:
     # ---------------------------------------------- val(field) right side
 
     def _field_comparison(self, node: ast.Comparison, left: Operand, op: str, right: ast.Node) -> str:
-        other = self.generate(right.field if isinstance(right, ast.FieldValue) else right)
+        other = self.sql(right.field if isinstance(right, ast.FieldValue) else right)
         if other.is_list or other.any_element or other.sides:
             self.unsupported("val() and transformers on the right must yield one value", right, other.display,
                              invalid=True)
@@ -350,6 +356,11 @@ class Generator:
         else:
             self.unsupported(f"operator '{op}' against a field value is not implemented", node, left.display)
         return self._quantify(left, op, predicate)
+
+
+def _definite(sql: str) -> str:
+    """NULL (a missing value) becomes false."""
+    return f"coalesce({sql}, false)"
 
 
 _IDENTIFIER = re.compile(r'"[^"]*"')
