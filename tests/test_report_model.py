@@ -319,3 +319,18 @@ def test_tree_shows_every_focus_process_once_and_accounts_for_every_child(forest
         proc = lineage.get(node.pid - 100)
         assert len(node.children) + node.folded == len(proc.children)
     assert {n.pid for n in shown if n.focus} == {p.pid for p in focus}
+
+
+def test_shell_redirects_to_dev_null_are_not_file_writes(tmp_path):
+    from analyzer.report.synthetic import O_CREAT, O_WRONLY
+
+    w = World()
+    init = w.spawn(None, 1, "systemd", "/sbin/init", ["init"])
+    shell = w.spawn(init, 10, "sh", "/bin/sh", ["sh"])
+    w.alert(w.event(shell, "setuid", arg0=0), "R", "Warning")
+    w.open(shell, "/dev/null", O_WRONLY | O_CREAT)
+    w.open(shell, "/dev/pts/0", O_WRONLY)
+    w.open(shell, "/tmp/dropped", O_WRONLY | O_CREAT)
+    ctx = build_context(w.database(), _alerts_file(w, tmp_path))
+    assert [(e.category, e.what.full) for e in ctx.incidents[0].timeline] == [
+        ("privilege", "setuid(0)"), ("write", "openat (write) /tmp/dropped")]

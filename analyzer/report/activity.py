@@ -46,10 +46,15 @@ def _sensitive_sql(expr: str) -> str:
     return f"({prefixes} or {infixes})"
 
 
+# Written by every shell redirect; not a file write worth a timeline row.
+NOISE_WRITE_PREFIXES = ("/dev/null", "/dev/tty", "/dev/pts/", "/dev/stdout", "/dev/stderr", "/proc/self/fd/")
+
+
 def _category_sql(name: str) -> str:
+    noise = " or ".join(f"starts_with({name}, '{p}')" for p in NOISE_WRITE_PREFIXES)
     return f"""case
       when syscall in ('execve','execveat') and res = 0 then 'exec'
-      when syscall in {_OPEN} and res >= 0 and {_WRITE_FLAGS} then 'write'
+      when syscall in {_OPEN} and res >= 0 and {_WRITE_FLAGS} and not coalesce({noise}, false) then 'write'
       when syscall in {_OPEN} and res >= 0 and {_sensitive_sql(name)} then 'read'
       when syscall in {_MODIFY} and res >= 0 then 'write'
       when syscall = 'connect' and (res = 0 or res = -115) then 'connect'

@@ -12,8 +12,8 @@ import duckdb
 
 from analyzer.alerts import RuleMeta
 from analyzer.errors import TraceError
-from analyzer.report.activity import Activity, EventRow
 from analyzer.output import Alert
+from analyzer.report.activity import Activity, EventRow
 from analyzer.report.alerts_input import AlertsFile
 from analyzer.report.attack import attack_tag
 from analyzer.report.grouping import DEFAULT_WINDOW_NS, group_alerts, grouping_rule_text
