@@ -16,9 +16,17 @@ Tables written (docs/contracts.md section 2 describes the views over them):
 * ``fd_state``: (life, fd, ord) -> the fd's description after each change
   (op ``close`` rows end it);
 * ``users``, ``groups``, ``containers``: the latest snapshot names.
+
+``Carried`` is the hook a follower (analyzer/follow) uses to start a build
+from state resolved earlier instead of from a /proc snapshot: the carried
+processes are ordinary ``proc`` snapshot rows of the first segment, and the
+two relations give what such rows cannot say exactly: each fd's resolved
+description and each process's ancestry and start time.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import duckdb
 
@@ -51,15 +59,47 @@ _MAX_DIRFD_PASSES = 8
 _NEXT_ID = "(SELECT coalesce(max(id), 0) FROM fd_state) + row_number() OVER () AS id"
 
 
-def materialize(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: list[str]) -> list[str]:
+@dataclass(frozen=True)
+class Carried:
+    """State resolved before the first segment, carried in by relation name.
+
+    ``fds``: (pid, fd, ts, type, raw, cloexec, sock_family, sock_type,
+    sock_proto, lip, lport, rip, rport, is_server, name): the open fds of the
+    carried processes, taken as is at the first segment's snapshot.
+    ``lineage``: (pid, life_start_ts, anc_pid, anc_name, anc_exe, anc_exepath,
+    anc_cmdline, anc_sid): per carried process, its ancestry lists (element 1
+    itself) and the start of its life. A carried process is a ``proc`` row of
+    the first segment (seg 0) whose pid is in ``lineage``.
+    """
+
+    fds: str
+    lineage: str
+
+    def processes(self) -> str:
+        """The carried incarnations: key, life_key and their lineage row."""
+        return (
+            f"SELECT i.key, i.life_key, l.* FROM inc i JOIN {self.lineage} l ON l.pid = i.pid "
+            "WHERE i.src = 'snap' AND i.seg = 0"
+        )
+
+
+def materialize(
+    con: duckdb.DuckDBPyConnection, capture: Capture, warnings: list[str], carried: Carried | None = None
+) -> list[str]:
     """Build every state table of `capture` into `con`; returns the names of the segments read."""
     good = _load_segments(con, capture, warnings)
     if good:
         _order_segments(con)
         _build_incarnations(con)
-        _build_ancestry(con)
+        if carried is not None:
+            con.execute(
+                "UPDATE life_start SET life_start_ts = c.life_start_ts FROM ("
+                + carried.processes()
+                + ") c WHERE life_start.life_key = c.life_key AND c.life_start_ts IS NOT NULL"
+            )
+        _build_ancestry(con, carried)
         _build_lives(con)
-        _build_own_rows(con)
+        _build_own_rows(con, carried)
         _resolve_generations(con)
         _build_names(con)
     return good
@@ -292,8 +332,9 @@ def _build_incarnations(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"DROP TABLE {table}")
 
 
-def _build_ancestry(con: duckdb.DuckDBPyConnection) -> None:
+def _build_ancestry(con: duckdb.DuckDBPyConnection, carried: Carried | None = None) -> None:
     """Lists from the process itself (element 1) up to the oldest known ancestor."""
+    top = ", arg_max(a.akey, a.depth) AS _top" if carried is not None else ""
     con.execute(
         f"""
         CREATE TABLE ancestry AS
@@ -310,11 +351,20 @@ def _build_ancestry(con: duckdb.DuckDBPyConnection) -> None:
                list(p.argv[1] ORDER BY a.depth) AS anc_exe,
                list(p.exepath ORDER BY a.depth) AS anc_exepath,
                list(trace_cmdline(p.comm, p.argv) ORDER BY a.depth) AS anc_cmdline,
-               list(p.sid ORDER BY a.depth) AS anc_sid
+               list(p.sid ORDER BY a.depth) AS anc_sid{top}
         FROM anc a JOIN inc p ON p.key = a.akey
         GROUP BY a.key
         """
     )
+    if carried is not None:
+        # A chain that reaches a carried process goes on with its carried ancestry.
+        lists = ("anc_pid", "anc_name", "anc_exe", "anc_exepath", "anc_cmdline", "anc_sid")
+        con.execute(
+            "UPDATE ancestry SET "
+            + ", ".join(f"{c} = ancestry.{c} || c.{c}[2:]" for c in lists)
+            + f" FROM ({carried.processes()}) c WHERE ancestry._top = c.key"
+        )
+        con.execute("ALTER TABLE ancestry DROP COLUMN _top")
     # proc.sname: libsinsp climbs while the ancestors share the session id and
     # names the last one reached (the session leader).
     con.execute(
@@ -361,8 +411,14 @@ def _with_life(select: str) -> str:
     )
 
 
-def _build_own_rows(con: duckdb.DuckDBPyConnection) -> None:
+def _build_own_rows(con: duckdb.DuckDBPyConnection, carried: Carried | None = None) -> None:
     """The cwd and fd changes each life makes itself (inheritance comes later)."""
+    carried_fds = "" if carried is None else f"""
+            UNION ALL
+            -- fds carried in already resolved, at the first segment's snapshot
+            SELECT c.pid, s.base * 4, c.ts, c.fd, 'snap', c.type, c.raw, NULL, NULL, c.cloexec,
+                   c.sock_family, c.sock_type, c.sock_proto, c.lip, c.lport, c.rip, c.rport, c.is_server, c.name
+            FROM {carried.fds} c, (SELECT base FROM segments WHERE seg = 0) s"""
     con.execute(
         "CREATE TABLE cwd_own AS "
         + _with_life(
@@ -442,7 +498,7 @@ def _build_own_rows(con: duckdb.DuckDBPyConnection) -> None:
                    local_ip, local_port, addr_ip, addr_port,
                    CASE WHEN sock_family IN (2, 10) THEN coalesce(addr_port, 0) = 0 OR local_port < addr_port END,
                    CASE WHEN sock_family IN (2, 10) THEN NULL ELSE path END
-            FROM rows WHERE kind = 'fd' AND fd IS NOT NULL
+            FROM rows WHERE kind = 'fd' AND fd IS NOT NULL{carried_fds}
             """
         )
     )
@@ -502,18 +558,21 @@ def _resolve_cwd(con: duckdb.DuckDBPyConnection, gen: int) -> None:
 def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
     lives = f"(SELECT life FROM life_gen WHERE gen = {gen})"
     if gen > 0:
-        # A forked child starts with a copy of every fd its parent had open.
+        # A forked child starts with a copy of every fd its parent had open:
+        # for each fd number the parent ever used, its state at the fork.
         con.execute(
             f"""
             INSERT INTO fd_state BY NAME
-            SELECT l.pid, l.start_ord AS ord, s.ts, s.fd, 'inherit' AS op, s.type, s.raw, s.dirfd, NULL AS src_fd,
+            SELECT c.pid, c.start_ord AS ord, s.ts, s.fd, 'inherit' AS op, s.type, s.raw, s.dirfd, NULL AS src_fd,
                    s.cloexec, s.sock_family, s.sock_type, s.sock_proto, s.lip, s.lport, s.rip, s.rport,
-                   s.is_server, s.name, l.life, i.key AS inc_key, true AS resolved, false AS name_changed,
+                   s.is_server, s.name, c.life, c.life AS inc_key, true AS resolved, false AS name_changed,
                    {_NEXT_ID}
-            FROM (SELECT * FROM life_gen WHERE gen = {gen} AND parent_life IS NOT NULL) l
-            JOIN fd_state s ON s.life = l.parent_life AND s.ord < l.start_ord
-            JOIN inc i ON i.key = l.life
-            QUALIFY row_number() OVER (PARTITION BY l.life, s.fd ORDER BY s.ord DESC) = 1 AND s.op <> 'close'
+            FROM (
+                SELECT l.life, l.pid, l.start_ord, l.parent_life, d.fd
+                FROM (SELECT * FROM life_gen WHERE gen = {gen} AND parent_life IS NOT NULL) l
+                JOIN (SELECT DISTINCT life, fd FROM fd_state) d ON d.life = l.parent_life) c
+            ASOF JOIN fd_state s ON s.life = c.parent_life AND s.fd = c.fd AND c.start_ord > s.ord
+            WHERE s.op <> 'close'
             """
         )
     con.execute(
@@ -585,12 +644,14 @@ def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
     con.execute(
         f"""
         INSERT INTO fd_state BY NAME
-        SELECT s.pid, i.start_ord + 1 AS ord, i.start_ts AS ts, s.fd, 'close' AS op, s.life, i.key AS inc_key,
+        SELECT c.pid, c.start_ord + 1 AS ord, c.start_ts AS ts, c.fd, 'close' AS op, c.life, c.key AS inc_key,
                true AS resolved, false AS name_changed, {_NEXT_ID}
-        FROM (SELECT * FROM inc WHERE src = 'exec' AND life_key IN {lives}) i
-        JOIN fd_state s ON s.life = i.life_key AND s.ord < i.start_ord
-        QUALIFY row_number() OVER (PARTITION BY i.key, s.fd ORDER BY s.ord DESC) = 1
-            AND s.op <> 'close' AND s.cloexec
+        FROM (
+            SELECT i.key, i.pid, i.start_ord, i.start_ts, i.life_key AS life, d.fd
+            FROM (SELECT * FROM inc WHERE src = 'exec' AND life_key IN {lives}) i
+            JOIN (SELECT DISTINCT life, fd FROM fd_state WHERE life IN {lives}) d ON d.life = i.life_key) c
+        ASOF JOIN fd_state s ON s.life = c.life AND s.fd = c.fd AND c.start_ord > s.ord
+        WHERE s.op <> 'close' AND s.cloexec
         """
     )
 

@@ -1,0 +1,145 @@
+"""The follow loop: new rows -> state carried forward -> one rule scan -> sinks -> checkpoint.
+
+Each chunk of new rows (a poll of the tail, or a row group of a finalized
+segment) is resolved by analyzer/state's builder starting from the state the
+previous chunk ended with (analyzer.follow.state), then scanned once by the
+hunt engine with every rule, exactly as an offline hunt scans a capture. The
+checkpoint advances only after every alert of a chunk reached the sinks.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from analyzer.errors import TraceError
+from analyzer.follow.checkpoint import Checkpoint
+from analyzer.follow.sinks import JsonlSink
+from analyzer.follow.source import CaptureSource, Chunk
+from analyzer.follow.state import BatchState, StateCarry
+from analyzer.hunt.engine import HuntRule, Scan, UnsupportedRule, build_scan, reject_unbindable, run_hunt
+from analyzer.hunt.plan import field_sql
+from analyzer.output import Alert, utc_offset_now
+
+DEFAULT_INTERVAL_S = 0.5
+
+
+@dataclass
+class FollowResult:
+    hits: Counter[str] = field(default_factory=Counter)
+    rejected: list[UnsupportedRule] = field(default_factory=list)
+    chunks: int = 0
+
+
+class Follower:
+    def __init__(
+        self,
+        capture_dir: Path,
+        rules: Sequence[HuntRule],
+        *,
+        match: str,
+        checkpoint: Checkpoint,
+        sinks: Sequence,
+        jsonl: JsonlSink | None = None,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        warn: Callable[[str], None] | None = None,
+    ):
+        self.capture_dir = Path(capture_dir)
+        self._rules = tuple(rules)
+        self._match = match
+        self.checkpoint = checkpoint
+        self._sinks = tuple(sinks)
+        self._jsonl = jsonl
+        self._interval_s = interval_s
+        self._warn = warn or (lambda message: print(f"trace: warning: {message}", file=sys.stderr, flush=True))
+        self._stop = threading.Event()
+        self._utc_offset = utc_offset_now()
+        self._scan: Scan | None = None
+        self._carry: StateCarry | None = None
+        self._pending: Chunk | None = None  # snapshot rows waiting for their segment's first events
+        self._resume_after = checkpoint.last_evt_num
+        self._replayed = jsonl.replayed(checkpoint.outputs.get(jsonl.key)) if jsonl is not None else None
+        self.result = FollowResult()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> FollowResult:
+        source = CaptureSource(self.capture_dir, self._warn)
+        with tempfile.TemporaryDirectory(prefix="trace-follow-") as workdir:
+            try:
+                while not self._stop.is_set():
+                    if not self.step(source, Path(workdir)):
+                        self._stop.wait(self._interval_s)
+            finally:
+                source.close()
+        return self.result
+
+    def step(self, source: CaptureSource, workdir: Path) -> bool:
+        """Process what is new; False when nothing was."""
+        chunks = source.poll()
+        for chunk in chunks:
+            self._process(chunk, workdir)
+        return bool(chunks)
+
+    def _process(self, chunk: Chunk, workdir: Path) -> None:
+        if self._pending is not None:
+            if self._pending.segment == chunk.segment:
+                chunk = Chunk(chunk.segment, pa.concat_tables([self._pending.rows, chunk.rows]))
+            self._pending = None
+        nums = chunk.event_nums
+        if len(nums) == 0:
+            self._pending = chunk
+            return
+        first, last = pc.min(nums).as_py(), pc.max(nums).as_py()
+        warnings: list[str] = []
+        state = BatchState(workdir, self.capture_dir, chunk.segment, chunk.rows, first, self._carry, warnings)
+        try:
+            for warning in warnings:
+                self._warn(warning)
+            if last > self._resume_after:
+                self._hunt(state)
+            self._carry = state.carry()
+        finally:
+            state.close()
+        self.result.chunks += 1
+        if last > self.checkpoint.last_evt_num:
+            self.checkpoint.last_evt_num = last
+            if self._jsonl is not None:
+                self.checkpoint.outputs[self._jsonl.key] = self._jsonl.offset
+            self.checkpoint.save()
+
+    def _hunt(self, state: BatchState) -> None:
+        from analyzer.sql.compiler import install_runtime
+
+        con = state.con
+        install_runtime(con)
+        if self._scan is None:
+            runnable, rejected = reject_unbindable(con, self._rules)
+            self.result.rejected = rejected
+            if not runnable:
+                raise TraceError("none of the selected rules can run on a capture")
+            self._scan = build_scan(runnable, match=self._match, field_sql=field_sql)
+        for alert in run_hunt(con, self._scan, utc_offset=self._utc_offset).alerts():
+            if alert.evt_num > self._resume_after:
+                self._deliver(alert)
+
+    def _deliver(self, alert: Alert) -> None:
+        self.result.hits[alert.rule] += 1
+        if self._replayed:
+            line = alert.to_json()
+            if line == self._replayed[0]:
+                self._replayed.popleft()  # written before a crash, after the last checkpoint
+                return
+            self._warn(f"{self._jsonl.path} holds lines past the checkpoint that this replay does not produce; keeping them")
+            self._replayed.clear()
+        for sink in self._sinks:
+            sink.emit(alert)
