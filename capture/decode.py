@@ -152,6 +152,8 @@ class Decoder:
     _name_index: np.ndarray = field(init=False)
     _sources: dict[str, np.ndarray] = field(init=False)
     _nargs: np.ndarray = field(init=False)
+    _names_array: pa.Array = field(init=False)
+    _kinds: pa.Array = field(init=False)
 
     def __post_init__(self) -> None:
         by_nr = sc.names_by_nr()
@@ -161,6 +163,8 @@ class Decoder:
             self._name_index[nr] = i
         self._sources = {col: sc.source_table(col) for col in (*sc.DECODED_COLUMNS, "sock_family")}
         self._nargs = sc.nargs_table()
+        self._names_array = pa.array(self._names, pa.string())
+        self._kinds = pa.array([KIND_EVENT], pa.string())
 
     def decode(self, fixed: np.ndarray, bulky: list[bytes]) -> pa.RecordBatch:
         """`fixed`: RECORD_DTYPE rows (committed, not discarded); `bulky`: raw bulky payloads."""
@@ -202,7 +206,7 @@ class Decoder:
         has_res = (flags & TF_NO_RES) == 0
         comm = h["comm"]
         cols: dict[str, pa.Array] = {
-            "kind": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([KIND_EVENT])),
+            "kind": pa.DictionaryArray.from_arrays(_ints(np.zeros(n, np.int32), None, pa.int32()), self._kinds),
             "ts": _ints(w[0].view(np.int64) + self.boot_ns, None, pa.int64()),
             "cpu": _ints((w[13] >> 48).astype(np.int16), None, pa.int16()),
             "pid": _ints((w[11] & 0xFFFFFFFF).astype(np.int32), None, pa.int32()),
@@ -213,7 +217,7 @@ class Decoder:
             "comm": _slot_strings(comm, _c_string_lengths(comm), np.ones(n, bool)),
             "cgroup_id": _ints(w[1].view(np.int64), None, pa.int64()),
             "syscall": pa.DictionaryArray.from_arrays(
-                _ints(self._name_index[nr], None, pa.int32()), pa.array(self._names)),
+                _ints(self._name_index[nr], None, pa.int32()), self._names_array),
             "res": _ints(res, has_res, pa.int64()),
         }
         known_args = (flags & TF_NO_ARGS) == 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capture import syscalls as sc
@@ -245,6 +245,7 @@ def test_two_rings_merge_in_time_order_and_two_paths_decode():
     assert rows[0]["path2"] is None and rows[1]["argv"] is None
 
 
+@settings(max_examples=80)
 @given(st.lists(st.binary(max_size=60).filter(lambda b: b"\0" not in b), max_size=30), st.data())
 def test_slot_strings_cut_each_slot_at_its_length(values, data):
     valid = np.array(data.draw(st.lists(st.booleans(), min_size=len(values), max_size=len(values))), bool)
@@ -264,6 +265,7 @@ def test_argv_block_round_trips(argv):
     assert extras.argv == argv and extras.argv_truncated is False
 
 
+@settings(max_examples=80)  # each example decodes a whole batch
 @given(st.sampled_from(sc.SYSCALLS), st.lists(st.integers(0, 2**64 - 1), min_size=6, max_size=6),
        st.integers(-4095, 2**31))
 def test_decoded_columns_follow_the_plan(syscall, args, res):
