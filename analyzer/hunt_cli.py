@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from analyzer.errors import TraceError
-from analyzer.hunt.engine import MATCH_FIRST, MATCH_MODES, build_scan, reject_unbindable, run_hunt
+from analyzer.hunt.engine import MATCH_FIRST, MATCH_MODES, bind_check, build_scan, run_hunt
 from analyzer.hunt.plan import HuntPlan, default_rules_files, field_sql, plan_hunt
 
 EXIT_NO_ALERTS = 0
@@ -36,7 +36,7 @@ def _default_alerts_path(captures: tuple[str, ...]) -> Path:
     return base / "alerts.parquet"
 
 
-def _print_summary(plan: HuntPlan, hits: dict[str, int], rejected, total: int) -> None:
+def _print_summary(plan: HuntPlan, hits: dict[str, int], rejected, field_gaps, total: int) -> None:
     echo = lambda line="": click.echo(line, err=True)  # noqa: E731
     echo(f"{total} alert(s) from {len(plan.runnable) - len(rejected)} rule(s)")
     width = max((len(str(n)) for n in hits.values()), default=1)
@@ -49,9 +49,10 @@ def _print_summary(plan: HuntPlan, hits: dict[str, int], rejected, total: int) -
         echo(f"UNSUPPORTED: {len({u.rule for u in unsupported})} rule(s) did not run:")
         for item in unsupported:
             echo(f"  {item}")
-    if plan.output_gaps:
-        echo("output fields a capture cannot hold (printed as <NA>):")
-        for item in plan.output_gaps:
+    gaps = list(plan.output_gaps) + list(field_gaps)
+    if gaps:
+        echo("output fields printed as <NA> (the capture cannot supply them):")
+        for item in gaps:
             echo(f"  {item}")
 
 
@@ -79,8 +80,14 @@ def _open_captures(captures: tuple[str, ...], since: int | None, until: int | No
               help="Where to store the alerts for `trace report` (Parquet). Default: alerts.parquet in the first capture's directory.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True),
               help="Also render the HTML incident report here.")
+@click.option("--follow", is_flag=True,
+              help="Follow a capture directory being recorded: its segments, then new ones and the live tail, until Ctrl-C.")
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False),
+              help="With --follow: progress file for restarts (default: .follow-checkpoint.json in the capture dir).")
+@click.option("--webhook", "webhook_url", metavar="URL",
+              help="With --follow: also POST each alert's Falco JSON to URL (falcosidekick), with retries.")
 def hunt(captures, rules_files, since, until, rule_names, tags, match, output_format, jsonl_path, alerts_path,
-         report_path) -> None:
+         report_path, follow, checkpoint_path, webhook_url) -> None:
     """Run Falco rules over recorded captures and print Falco-compatible alerts.
 
     CAPTURE is a capture directory, its manifest.json, segment Parquet
@@ -108,8 +115,14 @@ def hunt(captures, rules_files, since, until, rule_names, tags, match, output_fo
     if errors:
         click.echo(f"warning: {len(errors)} rules-file error(s): the rules they concern did not load", err=True)
     if not plan.runnable:
-        _print_summary(plan, {}, [], 0)
+        _print_summary(plan, {}, [], [], 0)
         raise TraceError("no rule to run: the rules files define none that can run on a capture")
+    if follow:
+        _follow(captures, plan, match, output_format, jsonl_path, checkpoint_path, webhook_url,
+                unsupported=(since, until, alerts_path, report_path))
+        return
+    if checkpoint_path or webhook_url:
+        raise click.UsageError("--checkpoint and --webhook need --follow")
 
     capture_set = _open_captures(captures, since, until)
     for warning in capture_set.warnings:
@@ -121,11 +134,12 @@ def hunt(captures, rules_files, since, until, rule_names, tags, match, output_fo
         install_runtime(con)
         show_progress = sys.stderr.isatty()
         quiet_duckdb(con, show_progress)
-        runnable, rejected = reject_unbindable(con, plan.runnable)
+        checked = bind_check(con, plan.runnable, field_sql)
+        runnable, rejected = checked.rules, checked.rejected
         if not runnable:
-            _print_summary(plan, {}, rejected, 0)
+            _print_summary(plan, {}, rejected, [], 0)
             raise TraceError("none of the selected rules can run on a capture")
-        scan = build_scan(runnable, match=match, field_sql=field_sql)
+        scan = build_scan(runnable, match=match, field_sql=checked.sql_for)
         run = run_hunt(con, scan, utc_offset=utc_offset_now())
         if show_progress:
             with QueryProgress(con, sys.stderr, "hunting"):
@@ -153,7 +167,7 @@ def hunt(captures, rules_files, since, until, rule_names, tags, match, output_fo
             if jsonl is not None:
                 jsonl.close()
         total = sum(run.hits.values())
-        _print_summary(plan, dict(run.hits), rejected, total)
+        _print_summary(plan, dict(run.hits), rejected, checked.field_gaps, total)
         click.echo(f"alerts stored in {alerts_file}", err=True)
         if report_path:
             _render_report(alerts_file, capture_set, report_path, list(captures), meta.command)
@@ -162,6 +176,17 @@ def hunt(captures, rules_files, since, until, rule_names, tags, match, output_fo
         if close is not None:
             close()
     click.get_current_context().exit(EXIT_ALERTS if total else EXIT_NO_ALERTS)
+
+
+def _follow(captures, plan, match, output_format, jsonl_path, checkpoint_path, webhook_url, unsupported) -> None:
+    """`--follow`: analyzer/follow does the work; stops on SIGINT/SIGTERM with exit 0."""
+    from analyzer.follow.cli import follow_capture
+
+    if any(value is not None for value in unsupported):
+        raise click.UsageError("--follow does not take --since, --until, --alerts or --report")
+    result = follow_capture(captures, plan, match=match, output_format=output_format, jsonl_path=jsonl_path,
+                            checkpoint_path=checkpoint_path, webhook_url=webhook_url)
+    _print_summary(plan, dict(result.hits), result.rejected, result.field_gaps, sum(result.hits.values()))
 
 
 def _command_line(files, since, until, rule_names, tags, match, captures) -> str:

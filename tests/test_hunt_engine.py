@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from analyzer.errors import TraceError
 from analyzer.fields.spec import FieldSpec, FieldType
-from analyzer.hunt.engine import MATCH_ALL, MATCH_FIRST, HuntRule, build_scan, reject_unbindable, run_hunt
+from analyzer.hunt.engine import MATCH_ALL, MATCH_FIRST, HuntRule, build_scan, bind_check, run_hunt
 from analyzer.output import parse_output
 
 CATALOG = {
@@ -129,12 +129,17 @@ def test_bad_match_mode_and_empty_ruleset_are_errors():
 def test_rules_duckdb_cannot_bind_are_set_aside_and_the_rest_run():
     bad = rule("Type clash", "contains(\"user.uid\", 'x')", {"openat"})
     con = make_events(EVENTS)
-    good, rejected = reject_unbindable(con, [RULES[0], bad, RULES[2]])
-    assert [r.name for r in good] == ["Read etc", "Root anything"]
-    assert [(r.rule, r.field) for r in rejected] == [("Type clash", None)]
-    assert "DuckDB rejected the compiled SQL" in rejected[0].reason and "\n" not in rejected[0].reason
-    alerts, _ = hunt(con, good)
-    assert alerts == [("Read etc", 0), ("Root anything", 3)]
+    odd_field = rule("Odd output", '"user.uid" = 0', output="%proc.name %fd.name %user.uid")
+    sqls = {"proc.name": '"proc.name"', "fd.name": "no_such_function(\"fd.name\")", "user.uid": '"user.uid"'}
+    checked = bind_check(con, [RULES[0], bad, odd_field], lambda f: sqls[f.key])
+    assert [r.name for r in checked.rules] == ["Read etc", "Odd output"]
+    assert [(r.rule, r.field) for r in checked.rejected] == [("Type clash", None)]
+    assert "DuckDB rejected the compiled SQL" in checked.rejected[0].reason and "\n" not in checked.rejected[0].reason
+    assert [(g.rule, g.field) for g in checked.field_gaps] == [("Read etc", "fd.name")]
+    assert checked.field_sql == {"proc.name": '"proc.name"', "fd.name": None, "user.uid": '"user.uid"'}
+    run = run_hunt(con, build_scan(checked.rules, field_sql=checked.sql_for), utc_offset=0)
+    outputs = [(a.rule, a.evt_num, a.output.split(": Warning ")[1]) for a in run.alerts()]
+    assert outputs == [("Read etc", 0, "cat <NA>"), ("Odd output", 3, "vim <NA> 0")]
     assert "_hunt_bind_probe" not in {row[0] for row in con.execute("SHOW TABLES").fetchall()}
 
 

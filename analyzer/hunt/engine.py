@@ -196,30 +196,61 @@ class Hunt:
         )
 
 
-def reject_unbindable(
-    con: duckdb.DuckDBPyConnection, rules: Sequence[HuntRule], relation: str = "events"
-) -> tuple[list[HuntRule], list[UnsupportedRule]]:
-    """Rules whose SQL DuckDB refuses to bind are set aside, loudly, so one
-    bad rule cannot sink the scan of all the others.
+@dataclass(frozen=True)
+class BindCheck:
+    """What DuckDB accepted: the rules to run, each output field's SQL (None:
+    rendered <NA>), and everything set aside, with DuckDB's reason."""
 
-    Each rule binds against an empty table with the relation's columns:
-    binding against the view itself would re-plan the whole view per rule.
+    rules: list[HuntRule]
+    field_sql: dict[str, str | None]
+    rejected: list[UnsupportedRule]
+    field_gaps: list[UnsupportedRule]
+
+    def sql_for(self, out_field: OutputField) -> str | None:
+        return self.field_sql.get(out_field.key)
+
+
+def bind_check(
+    con: duckdb.DuckDBPyConnection,
+    rules: Sequence[HuntRule],
+    field_sql: Callable[[OutputField], str | None],
+    relation: str = "events",
+) -> BindCheck:
+    """Bind every rule condition and output field before the scan, so one bad
+    rule or field cannot sink the scan of all the others.
+
+    Each expression binds against an empty table with the relation's columns:
+    binding against the view itself would re-plan the whole view each time.
     """
     probe = "_hunt_bind_probe"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {probe} AS SELECT * FROM {relation} LIMIT 0")
-    good, rejected = [], []
+
+    def refusal(expr: str) -> str | None:
+        try:
+            con.execute(f"SELECT {expr} FROM {probe}").fetchall()
+        except duckdb.Error as exc:
+            return "DuckDB rejected the compiled SQL: " + str(exc).split("\n", 1)[0]
+        return None
+
+    good, rejected, fields, gaps = [], [], {}, []
     try:
         for rule in rules:
-            try:
-                con.execute(f"SELECT {_guarded(rule)} FROM {probe}").fetchall()
-            except duckdb.Error as exc:
-                reason = str(exc).split("\n", 1)[0]
-                rejected.append(UnsupportedRule(rule.name, None, f"DuckDB rejected the compiled SQL: {reason}"))
-            else:
-                good.append(rule)
+            reason = refusal(_guarded(rule))
+            if reason:
+                rejected.append(UnsupportedRule(rule.name, None, reason))
+                continue
+            good.append(rule)
+            for out_field in rule.output.fields:
+                if out_field.key in fields or out_field.is_clock:
+                    continue
+                sql = field_sql(out_field)
+                reason = refusal(sql) if sql else None
+                if reason:
+                    gaps.append(UnsupportedRule(rule.name, out_field.key, reason))
+                fields[out_field.key] = None if reason else sql
     finally:
         con.execute(f"DROP TABLE IF EXISTS {probe}")
-    return good, rejected
+    return BindCheck(good, fields, rejected, gaps)
 
 
 def run_hunt(con: duckdb.DuckDBPyConnection, scan: Scan, *, utc_offset: int) -> Hunt:
