@@ -41,7 +41,11 @@ _MACROS = (
     # Lexical normalization, as libsinsp's concatenate_paths: drops '.', '' and
     # resolves '..' without touching the filesystem.
     """CREATE OR REPLACE TEMP MACRO trace_normpath(p) AS
-       CASE WHEN p IS NULL THEN NULL ELSE
+       CASE WHEN p IS NULL THEN NULL
+            -- the common case, already normal, skips the list work
+            WHEN starts_with(p, '/') AND NOT contains(p, '//') AND NOT contains(p, '/.')
+                 AND (p = '/' OR NOT ends_with(p, '/')) THEN p
+       ELSE
        '/' || array_to_string(list_reduce(string_split(p, '/'),
             lambda acc, x: CASE WHEN x = '' OR x = '.' THEN acc
                                 WHEN x = '..' THEN acc[:-2]
