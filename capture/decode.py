@@ -116,12 +116,17 @@ def _slot_strings(slots: np.ndarray, lengths: np.ndarray, valid: np.ndarray) -> 
 _NUMPY_TYPES = {pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64}
 
 
-def _ints(values: np.ndarray, valid: np.ndarray | None, typ: pa.DataType) -> pa.Array:
-    """A contiguous numpy int array as an Arrow array without a conversion pass."""
+def _bitmaps(valid: np.ndarray) -> np.ndarray:
+    """Arrow validity bitmaps of each row of a 2-D bool matrix, in one call."""
+    return np.ascontiguousarray(np.packbits(valid, axis=1, bitorder="little"))
+
+
+def _ints(values: np.ndarray, valid: np.ndarray | None, typ: pa.DataType, bits: np.ndarray | None = None) -> pa.Array:
+    """A numpy int array as an Arrow array without a conversion pass."""
     values = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[typ])
     bitmap = None
     if valid is not None and not valid.all():
-        bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+        bitmap = pa.py_buffer(np.packbits(valid, bitorder="little") if bits is None else bits)
     return pa.Array.from_buffers(typ, len(values), [bitmap, pa.py_buffer(values)])
 
 
@@ -152,6 +157,7 @@ class Decoder:
     _name_index: np.ndarray = field(init=False)
     _sources: dict[str, np.ndarray] = field(init=False)
     _nargs: np.ndarray = field(init=False)
+    _source_matrix: np.ndarray = field(init=False)
     _names_array: pa.Array = field(init=False)
     _kinds: pa.Array = field(init=False)
 
@@ -162,6 +168,7 @@ class Decoder:
         for i, nr in enumerate(sorted(by_nr)):
             self._name_index[nr] = i
         self._sources = {col: sc.source_table(col) for col in (*sc.DECODED_COLUMNS, "sock_family")}
+        self._source_matrix = np.stack([self._sources[col] for col in sc.DECODED_COLUMNS]).astype(np.intp)
         self._nargs = sc.nargs_table()
         self._names_array = pa.array(self._names, pa.string())
         self._kinds = pa.array([KIND_EVENT], pa.string())
@@ -175,13 +182,19 @@ class Decoder:
         headers = words.view(HEADER_DTYPE).reshape(len(words))
         extras = [x for _, x in parsed]
         n_fixed, n = len(fixed), len(headers)
-        cols = self._header_columns(headers)
-        flags = headers["flags"]
+        # One transposing copy: each header word becomes a contiguous row, so
+        # the per-column work reads memory sequentially instead of striding
+        # over whole records once per column.
+        w = np.ascontiguousarray(words.T)
+        cols = self._header_columns(headers, w)
+        flags = (w[14] & 0xFFFF).astype(np.uint16)
 
-        path_fixed = _slot_strings(fixed["path"], fixed["hdr"]["path_len"], (fixed["hdr"]["flags"] & TF_PATH) != 0)
-        unix_fixed = _slot_strings(fixed["path"], fixed["hdr"]["path_len"], (fixed["hdr"]["flags"] & TF_ADDR_UNIX) != 0)
+        slot_flags, slot_lengths = flags[:n_fixed], ((w[14] >> 16) & 0xFFFF)[:n_fixed]
+        path_fixed = self._slot_column(fixed["path"], slot_lengths, (slot_flags & TF_PATH) != 0)
+        unix_fixed = self._slot_column(fixed["path"], slot_lengths, (slot_flags & TF_ADDR_UNIX) != 0)
         cols["path"] = self._append(path_fixed, [x.path for x in extras])
         cols["addr_path"] = self._unix_paths(unix_fixed, len(extras))
+        cols["sock_family"] = self._socket_family(w, flags)
         cols.update(self._socket_columns(headers, flags))
         if extras:
             cols["path2"] = self._tail(n_fixed, [x.path2 for x in extras], pa.string())
@@ -193,12 +206,13 @@ class Decoder:
             batch = batch.take(pa.array(np.argsort(headers["ts"], kind="stable")))
         return batch
 
-    def _header_columns(self, h: np.ndarray) -> dict[str, pa.Array]:
+    @staticmethod
+    def _slot_column(slots: np.ndarray, lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
+        return _slot_strings(slots, lengths, valid) if valid.any() else pa.nulls(len(valid), pa.string())
+
+    def _header_columns(self, h: np.ndarray, w: np.ndarray) -> dict[str, pa.Array]:
+        """Columns every event has; `w` is the header words transposed (word x row)."""
         n = len(h)
-        # One transposing copy: each header word becomes a contiguous row, so
-        # the per-column work below reads memory sequentially instead of
-        # striding over whole records once per column.
-        w = np.ascontiguousarray(h.view(np.uint64).reshape(n, HEADER_WORDS).T)  # h is packed
         nr = np.minimum((w[13] >> 32) & 0xFFFF, sc.MAX_NR - 1).astype(np.intp)
         flags = (w[14] & 0xFFFF).astype(np.uint16)
         args = w[3:9].view(np.int64)
@@ -221,41 +235,43 @@ class Decoder:
             "res": _ints(res, has_res, pa.int64()),
         }
         known_args = (flags & TF_NO_ARGS) == 0
-        nargs = self._nargs[nr]
+        arg_valid = known_args & (self._nargs[nr] > np.arange(6)[:, None])  # 6 x n at once
+        arg_bits = _bitmaps(arg_valid)
         for i in range(6):
-            cols[f"arg{i}"] = _ints(np.ascontiguousarray(args[i]), known_args & (nargs > i), pa.int64())
+            cols[f"arg{i}"] = _ints(args[i], arg_valid[i], pa.int64(), arg_bits[i])
         has_aux = (flags & TF_AUX) != 0
         # Every possible source of a decoded column as one row of a matrix
-        # (indexed by the sc.* source codes), then one gather per column.
-        candidates = np.empty((11, n), np.int64)
+        # (indexed by the sc.* source codes); all decoded columns are then
+        # gathered with one fancy index over (column, row).
+        candidates = np.empty((12, n), np.int64)
         candidates[0:6] = args
         candidates[sc.RES] = res
         candidates[sc.AUX_LO] = (w[9] & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
         candidates[sc.AUX_HI] = (w[9] >> 32).astype(np.uint32).view(np.int32)
         candidates[sc.AUX0] = w[9].view(np.int64)
         candidates[sc.AUX1] = w[10].view(np.int64)
+        candidates[11] = 0  # sc.NONE (-1) lands here
         candidate_ok = np.empty((12, n), bool)
         candidate_ok[0:6] = known_args
         candidate_ok[sc.RES] = has_res
         candidate_ok[sc.AUX_LO:sc.AUX1 + 1] = has_aux
-        candidate_ok[11] = False  # sc.NONE (-1) lands here
+        candidate_ok[11] = False
+        source = self._source_matrix[:, nr]  # columns x n
         rows = np.arange(n)
-        for col in sc.DECODED_COLUMNS:
-            source = self._sources[col][nr]
+        values = candidates[source, rows]
+        valid = candidate_ok[source, rows]
+        bits = _bitmaps(valid)
+        low32 = (values & 0xFFFFFFFF).astype(np.uint32).view(np.int32)  # int arguments: the kernel uses the low 32 bits
+        for i, col in enumerate(sc.DECODED_COLUMNS):
             typ = SCHEMA.field(col).type
-            values = candidates[np.maximum(source, 0), rows]
-            valid = candidate_ok[source, rows]
-            if typ == pa.int32():  # int arguments: the kernel uses the low 32 bits
-                values = (values & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
-            cols[col] = _ints(values, valid, typ)
+            cols[col] = _ints(low32[i] if typ == pa.int32() else values[i], valid[i], typ, bits[i])
         return cols
 
     def _socket_columns(self, h: np.ndarray, flags: np.ndarray) -> dict[str, pa.Array]:
         n = len(h)
-        family = self._family_from_socket_args(h, flags)
         rows = np.flatnonzero(flags & (TF_ADDR | TF_SOCK))
         if not len(rows):
-            return {"sock_family": family}
+            return {}
         addr_ip: dict[int, str] = {}
         addr_port = np.zeros(n, np.int32)
         has_port = np.zeros(n, bool)
@@ -274,22 +290,25 @@ class Decoder:
                     addr_ip[i] = _ip_text(int(rec["sk_family"]), rec["sk_raddr"])
                     addr_port[i], has_port[i] = rec["sk_rport"], True
         return {
-            "sock_family": family,
             "addr_ip": _sparse_strings(n, addr_ip),
             "addr_port": _ints(addr_port, has_port, pa.int32()),
             "local_ip": _sparse_strings(n, local_ip),
             "local_port": _ints(local_port, has_local, pa.int32()),
         }
 
-    def _family_from_socket_args(self, h: np.ndarray, flags: np.ndarray) -> pa.Array:
+    def _socket_family(self, w: np.ndarray, flags: np.ndarray) -> pa.Array:
         """socket()'s domain argument, else the address argument's family, else the socket's."""
-        nr = np.minimum(h["nr"], sc.MAX_NR - 1)
+        nr = np.minimum((w[13] >> 32) & 0xFFFF, sc.MAX_NR - 1).astype(np.intp)
         from_args = self._sources["sock_family"][nr] != sc.NONE
-        family = np.where(from_args, h["args"][:, 0] & 0xFFFF, 0)
-        family = np.where(~from_args & ((flags & TF_ADDR) != 0), h["addr_family"], family)
-        family = np.where(~from_args & ((flags & (TF_ADDR | TF_SOCK)) == TF_SOCK), h["sk_family"], family)
-        valid = from_args | ((flags & (TF_ADDR | TF_SOCK)) != 0)
-        return pa.array(family.astype(np.int16), mask=~valid)
+        from_addr = ~from_args & ((flags & TF_ADDR) != 0)
+        from_sock = ~from_args & ((flags & (TF_ADDR | TF_SOCK)) == TF_SOCK)
+        valid = from_args | from_addr | from_sock
+        if not valid.any():
+            return pa.nulls(len(flags), pa.int16())
+        family = np.where(from_args, w[3] & 0xFFFF, 0)
+        family = np.where(from_addr, (w[14] >> 32) & 0xFFFF, family)
+        family = np.where(from_sock, w[15] & 0xFFFF, family)
+        return _ints(family.astype(np.int16), valid, pa.int16())
 
     @staticmethod
     def _unix_paths(fixed: pa.Array, n_bulky: int) -> pa.Array:
