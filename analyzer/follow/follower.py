@@ -9,6 +9,8 @@ checkpoint advances only after every alert of a chunk reached the sinks.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -25,17 +27,31 @@ from analyzer.follow.checkpoint import Checkpoint
 from analyzer.follow.sinks import JsonlSink
 from analyzer.follow.source import CaptureSource, Chunk
 from analyzer.follow.state import BatchState, StateCarry
-from analyzer.hunt.engine import HuntRule, Scan, UnsupportedRule, build_scan, reject_unbindable, run_hunt
+from analyzer.hunt.engine import HuntRule, Scan, UnsupportedRule, bind_check, build_scan, run_hunt
 from analyzer.hunt.plan import field_sql
 from analyzer.output import Alert, utc_offset_now
+from analyzer.state.cache import cache_dir_for
+from analyzer.state.inputs import Capture
 
 DEFAULT_INTERVAL_S = 0.5
+WORKDIR_PREFIX = "follow-"
+
+
+def _work_root(capture_dir: Path) -> Path:
+    """Where batches are staged: the capture's private cache dir; leftovers of dead followers go."""
+    root = cache_dir_for(Capture(capture_dir, ()))
+    for stale in root.glob(f"{WORKDIR_PREFIX}*"):
+        pid = stale.name[len(WORKDIR_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
+    return root
 
 
 @dataclass
 class FollowResult:
     hits: Counter[str] = field(default_factory=Counter)
     rejected: list[UnsupportedRule] = field(default_factory=list)
+    field_gaps: list[UnsupportedRule] = field(default_factory=list)
     chunks: int = 0
 
 
@@ -74,7 +90,7 @@ class Follower:
 
     def run(self) -> FollowResult:
         source = CaptureSource(self.capture_dir, self._warn)
-        with tempfile.TemporaryDirectory(prefix="trace-follow-") as workdir:
+        with tempfile.TemporaryDirectory(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=_work_root(self.capture_dir)) as workdir:
             try:
                 while not self._stop.is_set():
                     if not self.step(source, Path(workdir)):
@@ -123,11 +139,11 @@ class Follower:
         con = state.con
         install_runtime(con)
         if self._scan is None:
-            runnable, rejected = reject_unbindable(con, self._rules)
-            self.result.rejected = rejected
-            if not runnable:
+            checked = bind_check(con, self._rules, field_sql)
+            self.result.rejected, self.result.field_gaps = checked.rejected, checked.field_gaps
+            if not checked.rules:
                 raise TraceError("none of the selected rules can run on a capture")
-            self._scan = build_scan(runnable, match=self._match, field_sql=field_sql)
+            self._scan = build_scan(checked.rules, match=self._match, field_sql=checked.sql_for)
         for alert in run_hunt(con, self._scan, utc_offset=self._utc_offset).alerts():
             if alert.evt_num > self._resume_after:
                 self._deliver(alert)

@@ -121,13 +121,14 @@ class WebhookSink:
     def close(self) -> None:
         """Deliver what is queued, for at most `drain_s`; the rest counts as dropped."""
         deadline = time.monotonic() + self._drain_s
-        while not self._queue.empty() and time.monotonic() < deadline and self._thread.is_alive():
-            time.sleep(0.02)
+        while self._queue.unfinished_tasks and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.02)  # queued or still being retried
         self._closing.set()
         while True:
             try:
                 if self._queue.get_nowait() is not None:
                     self.stats.dropped += 1
+                self._queue.task_done()
             except queue.Empty:
                 break
         self._queue.put(None)
@@ -138,7 +139,10 @@ class WebhookSink:
             body = self._queue.get()
             if body is None:
                 return
-            self._send(body)
+            try:
+                self._send(body)
+            finally:
+                self._queue.task_done()
 
     def _send(self, body: bytes) -> None:
         for attempt in range(self._retries + 1):
