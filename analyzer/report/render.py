@@ -87,7 +87,7 @@ def content_security_policy(css: str, js: str) -> str:
         "default-src 'none'; "
         f"script-src '{_sha256(js)}'; "
         f"style-src '{_sha256(css)}'; "
-        "img-src data:; base-uri 'none'; form-action 'none'"
+        "base-uri 'none'; form-action 'none'"
     )
 
 
