@@ -159,7 +159,8 @@ def hunt(captures, rules_files, since, until, rule_names, tags, match, output_fo
             with AlertsWriter(alerts_file, meta) as store:
                 for alert in run.alerts():
                     line = alert.to_json() if output_format == "json" else alert.output
-                    click.echo(line)
+                    # As Falco prints it: click.echo would strip escape sequences off a pipe.
+                    sys.stdout.write(line + "\n")
                     if jsonl is not None:
                         jsonl.write(alert.to_json() + "\n")
                     store.write(alert)

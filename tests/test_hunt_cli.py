@@ -119,6 +119,15 @@ def test_default_alerts_path_is_next_to_the_capture(captures):
     assert (cap / "alerts.parquet").is_file()
 
 
+def test_report_is_rendered_after_the_hunt(captures, tmp_path):
+    report = tmp_path / "report.html"
+    result = hunt(str(captures["sensitive_read_untrusted"]), "--alerts", str(tmp_path / "a.parquet"),
+                  "--report", str(report))
+    assert result.exit_code == 3, result.stderr
+    assert stat.S_IMODE(report.stat().st_mode) == 0o600
+    assert "Sensitive File Read by Untrusted Program" in report.read_text()
+
+
 def test_clean_capture_exits_0_with_no_output(captures, tmp_path):
     # Falco's rule ignores this scenario's reads (shadow- backup, shell redirection); trace's own rules do not.
     result = hunt("--rules", str(FALCO_RULES), "--rule", "Read sensitive file untrusted",
