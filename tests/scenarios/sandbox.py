@@ -1,7 +1,7 @@
 """What a scenario needs to act like an attacker, and to undo it afterwards.
 
 Scenarios run as root on the test machine, so everything here is built to be
-undone: files live in one private temp dir (or are registered for removal),
+undone: files live in one private dir under /opt (or are registered for removal),
 simulated containers are a cgroup v2 directory named the way docker names
 its scopes plus fresh namespaces (no runtime, no image), and the only network
 is loopback or an address on a dummy interface inside a private network
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
+WORK_ROOT = "/opt"
 PYTHON = sys.executable
 COMMAND_TIMEOUT_S = 30
 # Every scenario process gets this environment. /usr/bin comes first so a
@@ -152,7 +153,9 @@ class Sandbox:
     _undo: list[Callable[[], None]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"trace-scn-{self.name}-"))
+        # under /opt, like installed software: not a temporary directory, so
+        # running the named copies is not itself "execution from /tmp"
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"trace-scn-{self.name}-", dir=WORK_ROOT))
         self.on_cleanup(lambda: shutil.rmtree(self.workdir, ignore_errors=True))
 
     # --- undo ---------------------------------------------------------------
