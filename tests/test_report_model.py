@@ -334,3 +334,17 @@ def test_shell_redirects_to_dev_null_are_not_file_writes(tmp_path):
     ctx = build_context(w.database(), _alerts_file(w, tmp_path))
     assert [(e.category, e.what.full) for e in ctx.incidents[0].timeline] == [
         ("privilege", "setuid(0)"), ("write", "openat (write) /tmp/dropped")]
+
+
+def test_a_deep_alerting_process_below_another_alerting_one_is_drawn_once(tmp_path):
+    w = World()
+    key = w.spawn(None, 1, "systemd", "/sbin/init", ["init"])
+    shallow = key = w.spawn(key, 2, "sh", "/bin/sh", ["sh"])
+    for depth in range(400):
+        key = w.spawn(key, 10 + depth, "sh", "/bin/sh", ["sh"])
+    w.alert(w.event(shallow, "setuid", arg0=0), "R", "Warning")
+    w.alert(w.event(key, "setuid", arg0=0), "R", "Warning")
+    ctx = build_context(w.database(), _alerts_file(w, tmp_path))
+    drawn = [n.pid for n in nodes(ctx.incidents[0])]
+    assert len(drawn) == len(set(drawn))
+    assert {2, 409} <= {n.pid for n in nodes(ctx.incidents[0]) if n.alerting}

@@ -99,7 +99,8 @@ def build_tree(
             involved=id(proc) in on_path or id(proc) in focus_ids,
             focus=id(proc) in focus_ids,
         )
-        kept = [c for c in proc.children if id(c) in shown] if depth < MAX_DEPTH else []
+        # A child already drawn (as the lower start of an elided chain) is not drawn twice.
+        kept = [c for c in proc.children if id(c) in shown and id(c) not in node_ids] if depth < MAX_DEPTH else []
         hidden = [c for c in proc.children if id(c) not in shown or depth >= MAX_DEPTH]
         node.folded = len(hidden)
         node.folded_sample = [f"{display(c.image.comm)} ({c.pid})" for c in hidden[:FOLDED_SAMPLE]]
@@ -107,7 +108,13 @@ def build_tree(
         return node
 
     roots = []
-    for top in dict.fromkeys(tops):  # distinct, in focus order
+    # Distinct, in focus order; lower starts of elided chains first, so a deep
+    # focus process is drawn from there rather than cut off at the depth limit
+    # under another root.
+    ordered = sorted(dict.fromkeys(tops), key=lambda t: id(t) not in elided)
+    for top in ordered:
+        if id(top) in node_ids:  # already drawn below another root
+            continue
         root = make(top, 0)
         if id(top) in elided:
             count, real_top = elided[id(top)]
