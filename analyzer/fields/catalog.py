@@ -391,8 +391,9 @@ _FIELDS: tuple[FieldSpec, ...] = (
 )
 
 
-class FieldError(TraceError):
-    """A field reference the catalog cannot resolve (unknown name or bad argument)."""
+class FieldError(TraceError, ValueError):
+    """A field reference the catalog cannot resolve (unknown name or bad
+    argument), or a value SQL cannot carry."""
 
 
 @dataclass(frozen=True)

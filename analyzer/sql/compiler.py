@@ -21,7 +21,7 @@ never pasted: see analyzer.fields.catalog.sql_string.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -122,13 +122,15 @@ def compile_condition(expr: ast.Node, catalog: Catalog = CATALOG, rule: str | No
     return CompiledCondition(sql, evttypes, [])
 
 
-def compile_ruleset(ruleset: Any, catalog: Catalog = CATALOG) -> list[CompiledRule]:
+def compile_ruleset(ruleset: Any, catalog: Catalog = CATALOG,
+                    locate: Callable[[ast.Node], Any] | None = None) -> list[CompiledRule]:
     """Compile every rule of a loaded ruleset (analyzer.rules RuleSet, or any
     iterable of rules with ``name, priority, output, tags, desc, source,
-    enabled, expr``), in definition order. With a RuleSet, unsupported
-    fields carry their file:line:col."""
+    enabled, expr``), in definition order. Unsupported fields carry their
+    file:line:col from the RuleSet's ``locate`` (or the one passed, e.g.
+    ``compile_ruleset(rs.enabled_rules, locate=rs.locate)``)."""
     rules = ruleset.rules if hasattr(ruleset, "rules") else ruleset
-    locate = getattr(ruleset, "locate", None)
+    locate = locate or getattr(ruleset, "locate", None)
     compiled = []
     for rule in rules:
         result = compile_condition(rule.expr, catalog, rule.name)

@@ -169,7 +169,10 @@ class Generator:
 
     def _transformer_arg(self, arg: ast.Node, parent: ast.Transformer) -> Operand:
         if isinstance(arg, ast.Literal):
-            return Operand(sql_string(arg.value), T.STRING, arg.raw)
+            try:
+                return Operand(sql_string(arg.value), T.STRING, arg.raw)
+            except FieldError as exc:
+                self.unsupported(str(exc), arg, parent.name, invalid=True)
         if isinstance(arg, ast.ArgList):
             items = [self._transformer_arg(a, parent) for a in arg.items]
             return Operand("list_value(" + ", ".join(f"CAST({i.sql} AS VARCHAR)" for i in items) + ")",
@@ -298,22 +301,25 @@ class Generator:
             prefixes = [sql_string(values.path_prefix(t)) for t in texts]
             return lambda x: "(" + (" OR ".join(f"starts_with(_path_norm({x}), {p})" for p in prefixes) or "false") + ")"
         (text,) = texts
-        if op == "contains":
-            return lambda x: f"contains({x}, {sql_string(text)})"
+        # Every literal is quoted here, eagerly, so a bad one fails inside
+        # _predicate's error handling rather than later in a lambda.
+        if op in ("contains", "startswith", "endswith"):
+            quoted = sql_string(text)
+            fn = {"contains": "contains", "startswith": "starts_with", "endswith": "ends_with"}[op]
+            return lambda x: f"{fn}({x}, {quoted})"
         if op == "icontains":
-            return lambda x: f"contains(_ascii_lower({x}), {sql_string(values.ascii_lower(text))})"
-        if op == "startswith":
-            return lambda x: f"starts_with({x}, {sql_string(text)})"
-        if op == "endswith":
-            return lambda x: f"ends_with({x}, {sql_string(text)})"
+            folded = sql_string(values.ascii_lower(text))
+            return lambda x: f"contains(_ascii_lower({x}), {folded})"
         if op == "glob":
-            return lambda x: f"regexp_full_match({x}, {sql_string(values.glob_to_regex(text))})"
+            regex = sql_string(values.glob_to_regex(text))
+            return lambda x: f"regexp_full_match({x}, {regex})"
         if op == "iglob":
-            regex = values.glob_to_regex(values.ascii_lower(text))
-            return lambda x: f"regexp_full_match(_ascii_lower({x}), {sql_string(regex)})"
+            regex = sql_string(values.glob_to_regex(values.ascii_lower(text)))
+            return lambda x: f"regexp_full_match(_ascii_lower({x}), {regex})"
         if op == "regex":
             _check_regex(text)
-            return lambda x: f"regexp_full_match({x}, {sql_string(text)})"
+            regex = sql_string(text)
+            return lambda x: f"regexp_full_match({x}, {regex})"
         raise AssertionError(op)
 
     def _buffer_predicate(self, op: str, texts: list[str]) -> Predicate:
@@ -321,17 +327,20 @@ class Generator:
             (text,) = texts
             needle = values.hex_bytes(text)
             if op == "bstartswith":
-                return lambda x: f"starts_with(hex({x}), {sql_string(needle)})"
+                prefix = sql_string(needle)
+                return lambda x: f"starts_with(hex({x}), {prefix})"
             # whole bytes only: the match must start at an even hex offset
-            return lambda x: f"regexp_matches(hex({x}), {sql_string('^(..)*?' + needle)})"
+            pattern = sql_string("^(..)*?" + needle)
+            return lambda x: f"regexp_matches(hex({x}), {pattern})"
         if op in ("=", "==", "!=", "in", "intersects"):
             return self._set_predicate(op, [f"{sql_string(t)}::BLOB" for t in texts])
         (text,) = texts
         needle = text.encode().hex().upper()
         if op == "startswith":
-            return lambda x: f"starts_with(hex({x}), {sql_string(needle)})"
-        tail = "$" if op == "endswith" else ""
-        return lambda x: f"regexp_matches(hex({x}), {sql_string('^(..)*?' + needle + tail)})"
+            prefix = sql_string(needle)
+            return lambda x: f"starts_with(hex({x}), {prefix})"
+        pattern = sql_string("^(..)*?" + needle + ("$" if op == "endswith" else ""))
+        return lambda x: f"regexp_matches(hex({x}), {pattern})"
 
     # ---------------------------------------------- val(field) right side
 
@@ -340,6 +349,9 @@ class Generator:
         if other.is_list or other.any_element or other.sides:
             self.unsupported("val() and transformers on the right must yield one value", right, other.display,
                              invalid=True)
+        if _family(other.type) != _family(left.type):
+            self.unsupported(f"cannot compare a {left.type.value} field with a {other.type.value} value", right,
+                             other.display, invalid=True)
         r = other.sql
         if op in ("=", "==", "!=", "<", "<=", ">", ">="):
             predicate: Predicate = lambda x: f"({x} {_SQL_OPS[op]} {r})"
@@ -356,6 +368,15 @@ class Generator:
         else:
             self.unsupported(f"operator '{op}' against a field value is not implemented", node, left.display)
         return self._quantify(left, op, predicate)
+
+
+def _family(type_: FieldType) -> str:
+    """Types that compare with each other: numbers, addresses, or themselves."""
+    if type_ in NUMERIC:
+        return "number"
+    if type_ in (T.IPADDR, T.IPNET):
+        return "ip"
+    return type_.value
 
 
 def _definite(sql: str) -> str:
