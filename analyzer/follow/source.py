@@ -66,6 +66,8 @@ class CaptureSource:
     def poll(self) -> list[Chunk]:
         """Every complete row not handed on yet, as chunks in capture order."""
         chunks: list[Chunk] = []
+        if self._tail is not None:
+            chunks.extend(self._poll_tail())  # what an open tail holds comes before later segments
         for path in list_segment_files(self.directory):
             seq = parse_segment_name(path.name)
             if seq <= self.done_seq:

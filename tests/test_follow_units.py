@@ -1,0 +1,256 @@
+"""The follower without a live probe: real recorded captures, the real store, real HTTP.
+
+* following a capture in chunks of any size gives exactly the offline hunt's alerts;
+* a follower that died after writing alerts but before its checkpoint resumes
+  without writing any alert twice (and cuts a torn last line);
+* switching from the tail to the segment recovered after a recorder crash
+  hands on every row once; retention under the follower warns and goes on;
+* the webhook retries, gives up on refusals, and counts what its bounded queue drops.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from analyzer.follow.checkpoint import Checkpoint
+from analyzer.follow.follower import Follower
+from analyzer.follow.sinks import JsonlSink, StdoutSink, WebhookSink
+from analyzer.follow.source import CaptureSource
+from analyzer.hunt.engine import MATCH_ALL, bind_check, build_scan, run_hunt
+from analyzer.hunt.plan import field_sql, plan_hunt
+from analyzer.output import Alert, utc_offset_now
+from analyzer.sql.compiler import install_runtime
+from analyzer.state import open_captures
+from capture import schema
+from capture.segments import CaptureIdentity, RetentionPolicy, RotationPolicy, SegmentWriter
+from tests.synthetic import event_batch, proc_snapshot
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "fixtures" / "demo"  # a recorded attack: web server -> shell -> reverse shell, cron persistence
+EVERY_EXEC_RULES = """
+- rule: Follow Unit Every Open Or Exec
+  desc: every successful open or exec, so chunks cut through many alerts
+  condition: evt.type in (openat, execve) and evt.rawres >= 0
+  output: >
+    evt.num=%evt.num process=%proc.name parent=%proc.pname gparent=%proc.aname[2] fd=%fd.name
+    cwd=%proc.cwd user=%user.name start=%proc.pid.ts
+  priority: NOTICE
+"""
+
+
+@pytest.fixture(scope="module")
+def rules(tmp_path_factory) -> list[str]:
+    extra = tmp_path_factory.mktemp("rules") / "every.yaml"
+    extra.write_text(EVERY_EXEC_RULES)
+    return [str(REPO / "rules" / "trace_rules.yaml"), str(extra)]
+
+
+@pytest.fixture(scope="module")
+def offline(rules, tmp_path_factory) -> list[str]:
+    capture = tmp_path_factory.mktemp("offline") / "demo"
+    shutil.copytree(DEMO, capture)
+    plan = plan_hunt(rules)
+    with open_captures([str(capture)]) as cs:
+        install_runtime(cs.con)
+        checked = bind_check(cs.con, plan.runnable, field_sql)
+        scan = build_scan(checked.rules, match=MATCH_ALL, field_sql=checked.sql_for)
+        return [a.to_json() for a in run_hunt(cs.con, scan, utc_offset=utc_offset_now()).alerts()]
+
+
+def follow_once(capture: Path, rules: list[str], chunk_rows: int | None, jsonl: JsonlSink | None = None,
+                checkpoint: Checkpoint | None = None) -> tuple[list[str], Follower]:
+    stdout = io.StringIO()
+    checkpoint = checkpoint or Checkpoint(capture / "ckpt.json", str(capture.resolve()))
+    sinks = [StdoutSink("json", stdout)] + ([jsonl] if jsonl else [])
+    warnings: list[str] = []
+    follower = Follower(capture, plan_hunt(rules).runnable, match=MATCH_ALL, checkpoint=checkpoint, sinks=sinks,
+                        jsonl=jsonl, warn=warnings.append)
+    source = CaptureSource(capture, warnings.append, chunk_rows=chunk_rows)
+    work = capture / "work"
+    work.mkdir(exist_ok=True)
+    while follower.step(source, work):
+        pass
+    assert warnings == []
+    return stdout.getvalue().splitlines(), follower
+
+
+@settings(max_examples=4, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(chunk_rows=st.integers(min_value=150, max_value=1600))
+def test_property_following_in_chunks_of_any_size_gives_the_offline_alerts(tmp_path_factory, rules, offline, chunk_rows):
+    capture = tmp_path_factory.mktemp("follow") / "demo"
+    shutil.copytree(DEMO, capture)
+    followed, follower = follow_once(capture, rules, chunk_rows)
+    assert follower.result.chunks >= 1 and len(offline) > 20
+    assert Counter(followed) == Counter(offline)  # every alert, every field, once
+
+
+def test_restart_after_dying_between_alerts_and_checkpoint_writes_nothing_twice(tmp_path, rules, offline):
+    capture = tmp_path / "demo"
+    shutil.copytree(DEMO, capture)
+    evt_of = [json.loads(line)["output_fields"].get("evt.num") for line in offline]
+    numbered = [i for i, n in enumerate(evt_of) if n is not None]
+    cut = numbered[len(numbered) // 3]
+    # What a follower killed mid-stream leaves: a checkpoint at some event,
+    # then lines it wrote after it, the last one torn.
+    out = tmp_path / "alerts.jsonl"
+    before = "".join(line + "\n" for line in offline[:cut])
+    after = "".join(line + "\n" for line in offline[cut : cut + 5])
+    out.write_text(before + after + offline[cut + 5][:17])
+    checkpoint = Checkpoint(tmp_path / "ckpt.json", str(capture.resolve()), evt_of[cut] - 1, {str(out.resolve()): len(before.encode())})
+    checkpoint.save()
+    jsonl = JsonlSink(out)
+    followed, _ = follow_once(capture, rules, 400, jsonl=jsonl, checkpoint=Checkpoint.load(checkpoint.path, capture))
+    jsonl.close()
+    assert out.read_text().splitlines() == offline
+    assert followed == offline[cut + 5 :]  # what was written before the crash is not sent again
+    assert Checkpoint.load(checkpoint.path, capture).outputs[str(out.resolve())] == out.stat().st_size
+
+
+IDENTITY = CaptureIdentity("testhost", "6.18-test", 0)
+
+
+def _handed_on(chunks) -> tuple[list[int], int]:
+    nums, snapshot_rows = [], 0
+    for chunk in chunks:
+        is_event = pc.equal(chunk.rows["kind"].cast(pa.string()), schema.KIND_EVENT)
+        nums += chunk.rows.filter(is_event)["evt_num"].to_pylist()
+        snapshot_rows += chunk.rows.num_rows - (pc.sum(is_event).as_py() or 0)
+    return nums, snapshot_rows
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from capture.segments import CaptureIdentity, SegmentWriter
+from tests.synthetic import event_batch, proc_snapshot
+writer = SegmentWriter(Path(sys.argv[1]), CaptureIdentity("testhost", "6.18-test", 0), snapshot=proc_snapshot)
+writer.write(event_batch(1, 5))
+print("written", flush=True)
+sys.stdin.readline()
+writer.write(event_batch(6, 4))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_tail_then_the_segment_recovered_after_a_recorder_crash_hands_on_each_row_once(tmp_path):
+    capture = tmp_path / "cap"
+    writer = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(capture)], cwd=REPO, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert writer.stdout.readline() == "written\n"
+    warnings: list[str] = []
+    source = CaptureSource(capture, warnings.append)
+    nums, snaps = _handed_on(source.poll())
+    writer.communicate("go\n", timeout=60)  # writes events 6..9 to the tail, then is killed
+    restarted = SegmentWriter(capture, IDENTITY, snapshot=proc_snapshot)  # recovers the tail into its segment
+    restarted.write(event_batch(10, 3))
+    more_nums, more_snaps = _handed_on(_poll_until_idle(source))
+    restarted.close()
+    last_nums, last_snaps = _handed_on(_poll_until_idle(source))
+    source.close()
+    assert nums + more_nums + last_nums == list(range(1, 13))
+    assert snaps + more_snaps + last_snaps == 4  # two snapshot rows per segment, each once
+    assert warnings == []
+
+
+def _poll_until_idle(source: CaptureSource) -> list:
+    chunks, more = [], source.poll()
+    while more:
+        chunks += more
+        more = source.poll()
+    return chunks
+
+
+def test_segments_deleted_by_retention_before_they_are_read_warn_and_the_follower_goes_on(tmp_path):
+    capture = tmp_path / "cap"
+    writer = SegmentWriter(capture, IDENTITY, rotation=RotationPolicy(max_events=5),
+                           retention=RetentionPolicy(keep_segments=1), snapshot=proc_snapshot)
+    writer.write(event_batch(1, 3))
+    warnings: list[str] = []
+    source = CaptureSource(capture, warnings.append)
+    first, _ = _handed_on(source.poll())
+    for start in range(4, 40, 4):
+        writer.write(event_batch(start, 4))  # rotates every 5 events, keeps one segment
+    later, _ = _handed_on(_poll_until_idle(source))
+    writer.close()
+    source.close()
+    assert first == [1, 2, 3]
+    assert later == sorted(later) and later[-1] == 39 and len(set(later)) == len(later)
+    assert any("deleted by retention" in w for w in warnings), warnings
+
+
+def _alert(n: int) -> Alert:
+    return Alert(time_ns=n, rule="R", priority="Warning", source="syscall", hostname="h", output=f"alert {n}",
+                 tags=(), output_fields={"evt.num": n}, evt_num=n)
+
+
+class _Endpoint(BaseHTTPRequestHandler):
+    statuses: list[int]  # answers to give, in order; then 200
+    received: list[bytes]
+    release: threading.Event
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append(body)
+        self.release.wait(30)
+        self.send_response(self.statuses.pop(0) if self.statuses else 200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def endpoint():
+    handler = type("Handler", (_Endpoint,), {"statuses": [], "received": [], "release": threading.Event()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", handler
+    handler.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_retries_server_errors_and_gives_up_on_refusals(endpoint):
+    url, handler = endpoint
+    handler.release.set()
+    handler.statuses += [500, 503, 200, 400]
+    sink = WebhookSink(url, backoff_s=0.01)
+    sink.emit(_alert(1))  # 500, 503, then delivered
+    sink.emit(_alert(2))  # 400: refused, not retried
+    sink.close()
+    assert (sink.stats.delivered, sink.stats.failed, sink.stats.dropped) == (1, 1, 0)
+    assert [json.loads(b)["output_fields"]["evt.num"] for b in handler.received] == [1, 1, 1, 2]
+    assert json.loads(handler.received[0]) == json.loads(_alert(1).to_json())
+
+
+def test_webhook_queue_is_bounded_and_drops_are_counted(endpoint):
+    url, handler = endpoint
+    sink = WebhookSink(url, queue_size=2, drain_s=30)
+    sink.emit(_alert(1))
+    deadline = threading.Event()
+    for _ in range(3000):  # bounded wait for the first request to be in flight
+        if handler.received:
+            break
+        deadline.wait(0.01)
+    assert handler.received
+    for n in range(2, 7):
+        sink.emit(_alert(n))  # 2 and 3 queue up, 4, 5 and 6 are dropped
+    handler.release.set()
+    sink.close()
+    assert (sink.stats.delivered, sink.stats.dropped, sink.stats.failed) == (3, 3, 0)
+    assert "3 delivered, 3 dropped (queue full)" in sink.summary()
