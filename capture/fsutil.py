@@ -9,6 +9,7 @@ complete contents or does not exist.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 from pathlib import Path
 
@@ -90,3 +91,26 @@ def is_disk_full(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+LOCK_NAME = ".lock"
+
+
+def lock_capture_dir(directory: Path):
+    """Hold an exclusive lock on `directory` while the returned file stays open.
+
+    Two recorders in one directory would delete each other's temporaries and
+    tail; the kernel drops the lock when its holder dies, so a crash never
+    leaves the directory locked.
+    """
+    lock = open(os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE), "r+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise CaptureStoreError(f"capture directory {directory} is in use by another trace record (pid {holder})") from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock

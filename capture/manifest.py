@@ -16,10 +16,12 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from capture import schema
 from capture.fsutil import write_file_atomically
+from capture.layout import list_segment_files, parse_segment_name
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -84,8 +86,6 @@ class Manifest:
         return manifest
 
     def _reconcile(self) -> None:
-        from capture.segments import list_segment_files, parse_segment_name
-
         on_disk = {p.name: p for p in list_segment_files(self.directory)}
         self.segments = [e for e in self.segments if e.name in on_disk]
         listed = {e.name for e in self.segments}
@@ -132,8 +132,6 @@ class Manifest:
 
 def entry_from_segment_file(path: Path) -> SegmentEntry | None:
     """Rebuild a manifest entry from a finalized segment's footer; None if it does not read."""
-    from capture.segments import parse_segment_name
-
     try:
         meta = pq.read_metadata(path)
     except (OSError, ValueError) as exc:
@@ -159,8 +157,6 @@ def entry_from_segment_file(path: Path) -> SegmentEntry | None:
 
 
 def _event_stats(path: Path) -> tuple[int, int | None, int | None, int | None, int | None]:
-    import pyarrow.compute as pc
-
     table = pq.read_table(path, columns=["kind", "ts", "evt_num"])
     events = table.filter(pc.equal(table["kind"].cast("string"), schema.KIND_EVENT))
     if events.num_rows == 0:

@@ -23,7 +23,6 @@ import pyarrow as pa
 
 from capture import schema
 from capture.containers import CgroupMap
-from capture.fsutil import CaptureStoreError
 from capture.segments import CaptureIdentity, DropCounts, RetentionPolicy, RotationPolicy, SegmentWriter
 from capture.snapshot import take_snapshot
 
@@ -85,17 +84,16 @@ class Recorder:
         try:
             writer.open_segment()  # the first snapshot, taken once the probe already sees new processes
             self._loop(source, writer, cgroups, summary)
-            writer.close()
-        except CaptureStoreError:
-            raise  # the writer already dropped the unfinished segment; finalized ones are intact
-        except BaseException:
-            writer.close()  # finalize what was captured before the failure
-            raise
         finally:
-            for sig, handler in previous_handlers.items():
-                signal.signal(sig, handler)
-            summary.drops = DropCounts.of(source.drops())
-            source.close()
+            # Also after a failure: finalize what was captured. (After a store
+            # error the writer has already dropped its unfinished segment.)
+            try:
+                writer.close()
+            finally:
+                for sig, handler in previous_handlers.items():
+                    signal.signal(sig, handler)
+                summary.drops = DropCounts.of(source.drops())
+                source.close()
         if options.status_line:
             self._err.write("\r\x1b[K")
         summary.segments = [e.name for e in writer.finalized if e.seq >= first_segment_seq]

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,48 +36,24 @@ from capture.fsutil import (
     fsync_dir,
     fsync_file,
     is_disk_full,
+    lock_capture_dir,
     publish,
+)
+from capture.layout import (
+    SEGMENT_RE,
+    list_segment_files,
+    parse_segment_name,
+    remove_temporary_files,
+    segment_name,
 )
 from capture.manifest import Manifest, SegmentEntry
 from capture.tail import META_SEGMENT_NAME, TAIL_NAME, TailReader, TailWriter
 
-SEGMENT_GLOB = "seg-*.parquet"
-_SEGMENT_RE = re.compile(r"^seg-(\d{8}T\d{6})-(\d{6,})\.parquet$")
-_TEMP_RE = re.compile(r"^\.(seg-.*\.parquet|manifest\.json|current\.arrows)\.tmp$")
 DEFAULT_ROW_GROUP_ROWS = 128 * 1024
 # Set on a segment rebuilt from the tail of a recorder that died: its drop
 # counts are unknown (the drops JSON then carries "unknown": true).
 META_RECOVERED = b"trace.recovered"
 _COMPRESSION = "zstd"
-
-
-def segment_name(seq: int, wall_ns: int) -> str:
-    stamp = datetime.fromtimestamp(wall_ns / 1e9, tz=timezone.utc).strftime("%Y%m%dT%H%M%S")
-    return f"seg-{stamp}-{seq:06d}.parquet"
-
-
-def parse_segment_name(name: str) -> int:
-    """The sequence number in a segment file name."""
-    match = _SEGMENT_RE.match(name)
-    if match is None:
-        raise ValueError(f"not a segment name: {name!r}")
-    return int(match.group(2))
-
-
-def list_segment_files(directory: Path) -> list[Path]:
-    """Finalized segments of a capture directory, oldest (lowest seq) first."""
-    found = [p for p in Path(directory).glob(SEGMENT_GLOB) if _SEGMENT_RE.match(p.name)]
-    return sorted(found, key=lambda p: parse_segment_name(p.name))
-
-
-def remove_temporary_files(directory: Path) -> list[Path]:
-    """Delete what an interrupted writer left behind; returns what was removed."""
-    removed = []
-    for path in Path(directory).iterdir():
-        if _TEMP_RE.match(path.name):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
 
 
 @dataclass(frozen=True)
@@ -213,6 +187,7 @@ class SegmentWriter:
         self._drops_charged = NO_DROPS  # cumulative drops already written to a segment
         self._compression_ratio = 0.25  # on-disk / in-memory bytes, learned per row group
         ensure_private_dir(self.directory)
+        self._lock = lock_capture_dir(self.directory)
         with self._store_errors():
             for leftover in remove_temporary_files(self.directory):
                 print(f"trace: removed unfinished file {leftover.name} left by an interrupted recorder", file=sys.stderr)
@@ -278,6 +253,7 @@ class SegmentWriter:
             if self._segment is not None:
                 self._finalize()
             (self.directory / TAIL_NAME).unlink(missing_ok=True)
+        self._lock.close()
 
     def abort(self) -> None:
         """Drop the unfinished segment (its temp file) after an error; finalized ones stay."""
@@ -308,7 +284,6 @@ class SegmentWriter:
         if self._snapshot is not None:
             snap = self._snapshot(now)
             if snap.num_rows:
-                snap = snap.cast(segment.schema) if not snap.schema.equals(segment.schema, check_metadata=False) else snap
                 segment.parquet.write_table(snap.replace_schema_metadata(segment.schema.metadata), row_group_size=self._row_group_rows)
                 segment.rows += snap.num_rows
                 if segment.tail is not None:
@@ -456,7 +431,7 @@ def recover_tail(directory: Path) -> int:
         path.unlink(missing_ok=True)
         return 0
     events = sum(pc.sum(pc.equal(b.column("kind").cast(pa.string()), schema.KIND_EVENT)).as_py() or 0 for b in batches)
-    if finished or name is None or not _SEGMENT_RE.match(name) or (path.parent / name).exists() or not events:
+    if finished or name is None or not SEGMENT_RE.match(name) or (path.parent / name).exists() or not events:
         path.unlink()
         return 0
     table = pa.Table.from_batches(batches)

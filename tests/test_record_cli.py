@@ -248,7 +248,7 @@ def test_sigkill_leaves_every_finalized_segment_readable_and_restart_recovers(tm
 
     result = run(TRACE, "record", "-o", str(capture), "--count", "10")
     assert result.returncode == 0, result.stderr
-    assert not [p for p in capture.iterdir() if p.name.startswith(".")]
+    assert not [p for p in capture.iterdir() if p.name.endswith(".tmp")]
     restarted = list_segment_files(capture)
     recovered = [p for p in restarted if META_RECOVERED in (pq.read_metadata(p).metadata or {})]
     assert recovered and "recovered" in result.stderr

@@ -249,11 +249,11 @@ def test_leftovers_of_a_crash_are_cleaned_and_the_manifest_rebuilt(tmp_path):
     leftovers = {p.name for p in capture.iterdir()}
     assert any(n.startswith(".seg-") and n.endswith(".tmp") for n in leftovers) and TAIL_NAME in leftovers
     (capture / "manifest.json").write_text('{"segments": [')  # torn, as if the crash hit it too
-    del writer  # no close: the process "died"
+    writer._lock.close()  # no close(): the process "died", and the kernel dropped its lock
 
     writer = writer_for(capture, rotation=RotationPolicy(max_events=10))
     assert writer.last_evt_num == 25  # the open segment's events were saved from the tail
-    assert not [p for p in capture.iterdir() if p.name.startswith(".")] and not (capture / TAIL_NAME).exists()
+    assert not [p for p in capture.iterdir() if p.name.endswith(".tmp")] and not (capture / TAIL_NAME).exists()
     write_events(writer, 1, batch_rows=1)
     writer.close()
     files = list_segment_files(capture)
@@ -292,6 +292,7 @@ def test_full_disk_stops_cleanly_with_finalized_segments_intact(small_tmpfs):
     with pytest.raises(CaptureStoreError, match="disk full") as error:
         for start in range(1, 10**6, 100):
             writer.write(event_batch(start, 100, path_prefix="/" + os.urandom(300).hex() + "/"))
+    writer.close()  # what the recorder does next: nothing left to finalize, the lock released
     assert "\n" not in str(error.value)
     files = list_segment_files(capture)
     assert files, "some segments were finalized before the disk filled"
@@ -333,7 +334,7 @@ def test_sigkill_mid_write_leaves_every_finalized_segment_readable(tmp_path):
     assert nums == list(range(1, len(nums) + 1))
 
     writer = writer_for(capture)  # the next start cleans up, saves the tail, and continues
-    assert not [p for p in capture.iterdir() if p.name.startswith(".")]
+    assert not [p for p in capture.iterdir() if p.name.endswith(".tmp")]
     recovered = list_segment_files(capture)
     all_nums = [n for p in recovered for n in events_of(pq.read_table(p))["evt_num"].to_pylist()]
     assert all_nums[: len(nums)] == nums and all_nums == list(range(1, len(all_nums) + 1))
@@ -382,3 +383,12 @@ def test_property_batches_round_trip_through_rotation_exactly(tmp_path_factory, 
         assert int(kv(path)[schema.META_FIRST_EVT_NUM]) == events["evt_num"][0].as_py()
     manifest = Manifest.load(capture)
     assert manifest.last_evt_num == total and sum(e.events for e in manifest.segments) == total
+
+
+def test_one_writer_per_directory(tmp_path):
+    capture = tmp_path / "cap"
+    first = writer_for(capture)
+    with pytest.raises(CaptureStoreError, match=rf"in use by another trace record \(pid {os.getpid()}\)"):
+        writer_for(capture)
+    first.close()
+    writer_for(capture).close()
