@@ -348,3 +348,22 @@ def test_a_deep_alerting_process_below_another_alerting_one_is_drawn_once(tmp_pa
     drawn = [n.pid for n in nodes(ctx.incidents[0])]
     assert len(drawn) == len(set(drawn))
     assert {2, 409} <= {n.pid for n in nodes(ctx.incidents[0]) if n.alerting}
+
+
+def test_the_synthetic_tables_have_the_real_views_columns_and_types(tmp_path):
+    """World stands in for analyzer.state in these tests: it must not drift from the views."""
+    import shutil
+    from pathlib import Path
+
+    from analyzer.state import open_captures
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "scenarios" / "sensitive_read_untrusted"
+    capture = shutil.copytree(fixture, tmp_path / "capture")
+    w = World()
+    w.spawn(None, 1, "init", "/sbin/init", ["init"])
+    synthetic = w.database()
+    with open_captures([str(capture)]) as cs:
+        for view in ("events", "processes", "fds"):
+            real = dict(cs.con.execute(f"select column_name, column_type from (describe {view})").fetchall())
+            mine = dict(synthetic.execute(f"select column_name, column_type from (describe {view})").fetchall())
+            assert {c: t for c, t in mine.items() if real.get(c) != t} == {}, view
