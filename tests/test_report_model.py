@@ -367,3 +367,32 @@ def test_the_synthetic_tables_have_the_real_views_columns_and_types(tmp_path):
             real = dict(cs.con.execute(f"select column_name, column_type from (describe {view})").fetchall())
             mine = dict(synthetic.execute(f"select column_name, column_type from (describe {view})").fetchall())
             assert {c: t for c, t in mine.items() if real.get(c) != t} == {}, view
+
+
+def _image(key, pid, parent, start, end, comm):
+    return Image(key=key, pid=pid, parent_key=parent, start_ts=start, end_ts=end, comm=comm, exe=None,
+                 exepath=None, cmdline=None, uid=0, user_name="root", container_id="host", host="h")
+
+
+def test_exec_images_merge_without_prev_key_and_pid_reuse_does_not():
+    lineage = Lineage([
+        _image(1, 1, None, 0, None, "init"),
+        _image(2, 50, 1, 10, 20, "bash"),   # fork of a shell...
+        _image(3, 50, 1, 20, 30, "cat"),    # ...that exec'd cat
+        _image(4, 50, 1, 40, None, "nc"),   # pid 50 again, after cat exited: another process
+    ])
+    init = lineage.get(1)
+    assert [[i.comm for i in c.images] for c in init.children] == [["bash", "cat"], ["nc"]]
+    assert lineage.get(2) is lineage.get(3)
+
+
+def test_a_pid_seen_twice_under_one_parent_without_a_gap_is_one_process():
+    # analyzer.state can report one vfork as two images, the second starting
+    # the nanosecond the first ends, linked to the exec by _prev_key only.
+    lineage = Lineage(
+        [_image(1, 1, None, 0, None, "sh"), _image(2, 9, 1, 10, 11, "sh"), _image(3, 9, 1, 11, 12, "sh"),
+         _image(4, 9, 1, 12, 20, "touch")],
+        prev_of={4: 3},
+    )
+    (child,) = lineage.get(1).children
+    assert [i.key for i in child.images] == [2, 3, 4]
