@@ -50,11 +50,11 @@ def test_narrative_tells_who_spawned_what_and_what_it_did(scenario):
     assert text.startswith(
         "`nginx` (pid 812) spawned `sh` (pid 900), which ran `cat` and `nc`. "
         "`cat` (pid 901) read `/etc/shadow`. "
-        "`nc` (pid 902) wrote `/tmp/.x`; connected to `10.0.0.5:4444`. "
+        "`nc` (pid 902) wrote `/tmp/.x` and connected to `10.0.0.5:4444`. "
         "3 alerts from 3 rules between ")
     assert text.endswith("the most severe is `Outbound connection to C2` (Critical).")
     assert narrative_text(ctx.incidents[1]).startswith(
-        "`sh` (pid 1500) spawned `insmod` (pid 1501). `insmod` (pid 1501) loaded `/tmp/rootkit.ko`.")
+        "`sh` (pid 1500) spawned `insmod` (pid 1501), which loaded `/tmp/rootkit.ko`. 1 alert from 1 rule at ")
 
 
 def test_rules_summary_carries_desc_tags_and_attack_names(scenario):
@@ -396,3 +396,16 @@ def test_a_pid_seen_twice_under_one_parent_without_a_gap_is_one_process():
     )
     (child,) = lineage.get(1).children
     assert [i.key for i in child.images] == [2, 3, 4]
+
+
+def test_narrative_of_a_shell_that_acts_itself(tmp_path):
+    w = World()
+    init = w.spawn(None, 1, "systemd", "/sbin/init", ["init"])
+    nginx = w.spawn(init, 812, "nginx", "/usr/sbin/nginx", ["nginx"])
+    shell = w.spawn(nginx, 900, "sh", "/bin/sh", ["sh"])
+    w.alert(w.open(shell, "/etc/shadow"), "Read sensitive file untrusted", "Warning")
+    w.connect(shell, "10.0.0.5", 4444)
+    ctx = build_context(w.database(), _alerts_file(w, tmp_path))
+    assert narrative_text(ctx.incidents[0]).startswith(
+        "`nginx` (pid 812) spawned `sh` (pid 900), which read `/etc/shadow` and connected to `10.0.0.5:4444`. "
+        "1 alert from 1 rule at ")

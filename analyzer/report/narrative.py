@@ -50,6 +50,15 @@ class _Paragraph:
         self.code(display(proc.image.comm) or "?")
         self.text(f" (pid {proc.pid})")
 
+    def clauses(self, clauses: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """"ran `cat` and `nc`, read `/etc/shadow`, and connected to `10.0.0.5:4444`"."""
+        for i, (verb, values) in enumerate(clauses):
+            if i:
+                last = i == len(clauses) - 1
+                self.text((" and " if len(clauses) == 2 else ", and ") if last else ", ")
+            self.text(f"{verb} ")
+            self.listing(values[:MAX_VALUES], len(values))
+
     def listing(self, values: Sequence[str], total: int) -> None:
         for i, value in enumerate(values):
             if i:
@@ -57,6 +66,13 @@ class _Paragraph:
             self.code(value)
         if total > len(values):
             self.text(f" and {total - len(values)} more")
+
+
+def _clauses(did: dict[str, list[str]] | None) -> list[tuple[str, list[str]]]:
+    """(verb, values) for what a process did, in telling order."""
+    if not did:
+        return []
+    return [(verb, did[category]) for category, verb in _VERBS if did.get(category)]
 
 
 def describe_action(row: EventRow) -> str:
@@ -102,41 +118,36 @@ def narrate(
     for top in tops:
         if told >= MAX_PROCESSES:
             break
+        told += 1
         parent = top.parent
         if parent is not None:
             para.proc(parent)
             para.text(" spawned ")
         para.proc(top)
-        children = top.children
-        if children:
-            para.text(", which ran " if parent is not None else " ran ")
-            para.listing([display(c.image.comm) or "?" for c in children[:MAX_VALUES]], len(children))
+        ran = [display(c.image.comm) or "?" for c in top.children]
+        clauses = ([("ran", ran)] if ran else []) + _clauses(actions.get(id(top)))
+        if clauses:
+            para.text(", which " if parent is not None else " ")
+            para.clauses(clauses)
         para.text(". ")
-        for proc in [top, *top.descendants()]:
-            if told >= MAX_PROCESSES:
-                break
+        for proc in top.descendants():
             did = actions.get(id(proc))
             if not did:
                 continue
+            if told >= MAX_PROCESSES:
+                break
             told += 1
             para.proc(proc)
-            first = True
-            for category, verb in _VERBS:
-                values = did.get(category)
-                if not values:
-                    continue
-                para.text(" " if first else "; ")
-                para.text(f"{verb} ")
-                para.listing(values[:MAX_VALUES], len(values))
-                first = False
+            para.text(" ")
+            para.clauses(_clauses(did))
             para.text(". ")
-        told += 1
     if not focus:
         para.text("No process matched. ")
     if rules:
         worst = rules[0]
         para.text(f"{alert_count} alert{'s' if alert_count != 1 else ''} from {len(rules)} "
-                  f"rule{'s' if len(rules) != 1 else ''} between {start} and {end}; the most severe is ")
+                  f"rule{'s' if len(rules) != 1 else ''} " + (f"at {start}" if start == end else f"between {start} and {end}")
+                  + "; the most severe is ")
         para.code(worst.name)
         para.text(f" ({worst.priority}).")
     return [NarrativePart(p.text.rstrip() if i == len(para.parts) - 1 else p.text, p.code)
