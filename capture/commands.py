@@ -60,11 +60,13 @@ def _names(values: tuple[str, ...]) -> frozenset[str]:
 @click.option("--container", "containers", multiple=True, help="Record only this container id (repeatable).")
 @click.option("--cgroup", "cgroup_paths", multiple=True, help="Record only this cgroup v2 path (repeatable).")
 @click.option("--ring-size", type=Size(), default="64M", show_default=True, help="Kernel ring buffer size (a power of two, >= 1M).")
-@click.option("--env", "with_env", is_flag=True, help="Also record process environments (they hold secrets).")
+@click.option("--tail/--no-tail", default=True, show_default=True,
+              help="Mirror the open segment into current.arrows for `trace hunt --follow` and crash recovery.")
+@click.option("--env", "with_env", is_flag=True, help="Also record process environments in the snapshots (they hold secrets).")
 @click.option("--status/--no-status", default=None, help="Status line on stderr [default: when stderr is a TTY].")
 def record(directory, duration, count, rotate_size, rotate_time, rotate_events, keep_segments, keep_bytes, keep_age,
-           syscalls, pids, comms, containers, cgroup_paths, ring_size, with_env, status):
-    """Record syscalls with eBPF into CAPTURE_DIR (needs root).
+           syscalls, pids, comms, containers, cgroup_paths, ring_size, tail, with_env, status):
+    """Record syscalls with eBPF into the capture directory -o (needs root).
 
     Segments are zstd Parquet files, finalized atomically; a restart in the
     same directory continues its numbering. Stop with Ctrl-C / SIGTERM.
@@ -96,6 +98,7 @@ def record(directory, duration, count, rotate_size, rotate_time, rotate_events, 
         duration=duration,
         count=count,
         with_env=with_env,
+        tail=tail,
         status_line=sys.stderr.isatty() if status is None else status,
     )
     summary = Recorder(options).run()

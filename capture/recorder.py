@@ -41,6 +41,7 @@ class RecordOptions:
     duration: float | None = None
     count: int | None = None
     with_env: bool = False
+    tail: bool = True  # mirror the open segment into current.arrows (followers, crash recovery)
     status_line: bool = False
     drop_warn_threshold: int = 0  # warn when more than this many events are lost in a second
     poll_ms: int = 50
@@ -75,6 +76,7 @@ class Recorder:
             retention=options.retention,
             snapshot=lambda wall_ns: take_snapshot(wall_ns, cgroups, with_env=options.with_env),
             drops=lambda: DropCounts.of(source.drops()) if source is not None else DropCounts(),
+            tail=options.tail,
         )
         first_segment_seq = writer.manifest.next_seq
         source = self._open_source()

@@ -392,3 +392,12 @@ def test_one_writer_per_directory(tmp_path):
         writer_for(capture)
     first.close()
     writer_for(capture).close()
+
+
+def test_without_tail_no_current_arrows_is_written(tmp_path):
+    capture = tmp_path / "cap"
+    writer = writer_for(capture, tail=False)
+    write_events(writer, 10, batch_rows=5)
+    assert not (capture / TAIL_NAME).exists() and writer.current_segment is not None
+    writer.close()
+    assert events_of(read_segments(capture)[0])["evt_num"].to_pylist() == list(range(1, 11))
