@@ -408,4 +408,4 @@ def test_narrative_of_a_shell_that_acts_itself(tmp_path):
     ctx = build_context(w.database(), _alerts_file(w, tmp_path))
     assert narrative_text(ctx.incidents[0]).startswith(
         "`nginx` (pid 812) spawned `sh` (pid 900), which read `/etc/shadow` and connected to `10.0.0.5:4444`. "
-        "1 alert from 1 rule at ")
+        "1 alert from 1 rule between ")
