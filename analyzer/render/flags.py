@@ -85,7 +85,7 @@ def render_open_flags(flags: int) -> str:
 def parse_open_flags(text: str) -> int:
     """The inverse of render_open_flags for the bits it names."""
     value = 0
-    for name in text.split("|"):
+    for name in filter(None, text.split("|")):
         if name in _ACCESS_NAMES:
             value |= _ACCESS_NAMES.index(name)
         else:

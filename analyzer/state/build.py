@@ -462,7 +462,9 @@ def _build_own_rows(con: duckdb.DuckDBPyConnection, carried: Carried | None = No
             SELECT pid, ord, ts, unnest([fd, fd2]), 'open', CASE syscall WHEN 'socketpair' THEN 'unix' ELSE 'pipe' END,
                    NULL, NULL, NULL, (coalesce(flags, 0) & {O_CLOEXEC}) <> 0
                        OR (coalesce(sock_type, 0) & {O_CLOEXEC}) <> 0,
-                   {sock_cols}, NULL, NULL, NULL, NULL, NULL, ''
+                   {sock_cols}, NULL, NULL, NULL, NULL, NULL,
+                   -- libsinsp names a pipe pipe:[inode]; the capture has no inode
+                   CASE syscall WHEN 'socketpair' THEN '' END
             FROM rows WHERE kind = 'evt' AND syscall IN ('pipe', 'pipe2', 'socketpair') AND res = 0
                  AND fd IS NOT NULL AND fd2 IS NOT NULL
             UNION ALL
