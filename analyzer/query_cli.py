@@ -11,9 +11,9 @@ prefixed name (`e.proc.name`) becomes `e."proc.name"`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
-import sys
 from collections.abc import Iterable
 
 import click
@@ -111,16 +111,21 @@ def query(sql: str, captures: tuple[str, ...], fmt: str, since: str | None, unti
             rows = result.fetchall()
         except duckdb.Error as exc:
             raise TraceError(f"query failed: {str(exc).strip()}") from exc
-    out = click.get_text_stream("stdout")
+    # color=True: click must not strip escape sequences out of CSV/JSON data (the table escapes them)
+    click.echo(format_rows(fmt, columns, rows), nl=False, color=True)
+
+
+def format_rows(fmt: str, columns: list[str], rows: list[tuple]) -> str:
+    if fmt == "table":
+        return render_table(columns, rows)
+    out = io.StringIO()
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
             writer.writerow(["" if v is None else json.dumps(_jsonable(v)) if isinstance(v, (list, dict)) else v
                              for v in row])
-    elif fmt == "json":
+    else:
         for row in rows:
             out.write(json.dumps({c: _jsonable(v) for c, v in zip(columns, row)}, ensure_ascii=False) + "\n")
-    else:
-        out.write(render_table(columns, rows))
-    sys.stdout.flush()
+    return out.getvalue()
