@@ -179,3 +179,21 @@ def test_single_scan_equals_naive_per_rule_evaluation(events, rule_specs, match)
     alerts, hits = hunt(make_events(events), rules, match=match)
     assert alerts == expected
     assert sum(hits.values()) == len(expected)
+
+
+def test_progress_bar_draws_on_its_stream_and_clears_the_line():
+    import io
+
+    from analyzer.hunt.progress import QueryProgress, quiet_duckdb
+
+    con = make_events(EVENTS)
+    quiet_duckdb(con, track=True)
+    stream = io.StringIO()
+    bar = QueryProgress(con, stream, "hunting", interval=0.01)
+    bar._draw(42.0)
+    assert stream.getvalue() == "\rhunting [############------------------]  42.0%"
+    with bar:
+        hunt(con, RULES)
+    assert stream.getvalue().endswith("\r")  # the bar is wiped before alerts print
+    assert not bar._thread.is_alive()
+    assert con.execute("SELECT current_setting('enable_progress_bar_print')").fetchall() == [(False,)]
