@@ -31,7 +31,7 @@ BPF_DIR = Path(__file__).resolve().parents[1] / "bpf"
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 RB_BUSY, RB_DISCARD = 1 << 31, 1 << 30
 POLL_INTERVAL_S = 0.005  # how often the rings are read
-PENDING_MAX = 65536  # threads inside a traced syscall at once
+PENDING_MAX = 16384  # threads inside execve/execveat at once (their arguments wait for sched_process_exec)
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,11 @@ def _or_expr(var: str, values: frozenset[int], suffix: str = "") -> str:
     return "(" + " || ".join(f"{var} == {v}{suffix}" for v in sorted(values)) + ")"
 
 
+def _bulky_bytes(config: ProbeConfig) -> int:
+    """The variable-size ring (exec, two-path calls, long paths): a quarter of the main one."""
+    return max(1 << 20, config.ring_bytes // 4)
+
+
 def _check_ring_bytes(n: int) -> None:
     if n < (1 << 20) or n & (n - 1):
         raise RecorderError(f"ring_bytes must be a power of two of at least 1 MiB, not {n}")
@@ -195,11 +200,10 @@ class EventSource:
             raise
 
     def _cflags(self, config: ProbeConfig) -> list[str]:
-        bulky = max(1 << 20, config.ring_bytes // 4)
         flags = [
             f"-I{BPF_DIR}", *kernel_defines(),
             f"-DMAX_NR={sc.MAX_NR}", f"-DPENDING_MAX={PENDING_MAX}",
-            f"-DEVENTS_BYTES={config.ring_bytes}", f"-DBULKY_BYTES={bulky}",
+            f"-DEVENTS_BYTES={config.ring_bytes}", f"-DBULKY_BYTES={_bulky_bytes(config)}",
             f"-DNR_PROCEXIT={sc.NR_PROCEXIT}", f"-DNR_EXECVE={sc.BY_NAME['execve'].nr}",
         ]
         if config.exclude_pids:
@@ -247,9 +251,8 @@ class EventSource:
                 bpf.attach_tracepoint(tp=f"sched:{tracepoint}".encode(), fn_name=fn)
         except Exception as exc:
             raise RecorderError(f"cannot attach to tracepoints: {exc}") from exc
-        bulky = max(1 << 20, config.ring_bytes // 4)
         self._events = _Ring(bpf[b"events"].map_fd, config.ring_bytes)
-        self._bulky = _Ring(bpf[b"bulky"].map_fd, bulky)
+        self._bulky = _Ring(bpf[b"bulky"].map_fd, _bulky_bytes(config))
         self._rings = [self._events, self._bulky]
 
     def read(self) -> pa.RecordBatch | None:
@@ -263,8 +266,9 @@ class EventSource:
             return None
         try:
             return self._decoder.decode(fixed, bulky)
-        except (ValueError, IndexError, UnicodeError, pa.ArrowException):
-            self._user_drops += len(fixed) + len(bulky)
+        except (ValueError, IndexError, UnicodeError, pa.ArrowException) as exc:
+            self._user_drops += len(fixed) + len(bulky)  # counted in drops().user, never silent
+            warnings.warn(f"could not decode {len(fixed) + len(bulky)} records: {exc}", RuntimeWarning, stacklevel=2)
             return None
 
     def poll(self, timeout_ms: int = 100) -> pa.RecordBatch | None:
