@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from analyzer.hunt.engine import HuntResult, HuntRule, Scan, UnsupportedRule, build_scan, run_hunt
+from analyzer.hunt.engine import BindCheck, Hunt, HuntRule, Scan, UnsupportedRule, bind_check, build_scan, run_hunt
 
-__all__ = ["HuntResult", "HuntRule", "Scan", "UnsupportedRule", "build_scan", "run_hunt"]
+__all__ = ["BindCheck", "Hunt", "HuntRule", "Scan", "UnsupportedRule", "bind_check", "build_scan", "run_hunt"]

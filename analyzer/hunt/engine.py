@@ -255,16 +255,3 @@ def bind_check(
 
 def run_hunt(con: duckdb.DuckDBPyConnection, scan: Scan, *, utc_offset: int) -> Hunt:
     return Hunt(con, scan, utc_offset)
-
-
-@dataclass(frozen=True)
-class HuntResult:
-    """What a hunt found, for the summary: per-rule hits in definition order."""
-
-    rules: tuple[HuntRule, ...]
-    hits: dict[str, int]
-    unsupported: tuple[UnsupportedRule, ...]
-
-    @property
-    def alerts(self) -> int:
-        return sum(self.hits.values())
