@@ -53,7 +53,15 @@ DEFAULT_ROW_GROUP_ROWS = 128 * 1024
 # Set on a segment rebuilt from the tail of a recorder that died: its drop
 # counts are unknown (the drops JSON then carries "unknown": true).
 META_RECOVERED = b"trace.recovered"
-_COMPRESSION = "zstd"
+# evt_num counts up by one and ts nearly so: delta encoding stores them in a
+# few bits per row (measured: a quarter smaller segments, less CPU than
+# dictionary + zstd). Everything else: dictionary where it pays, then zstd.
+_DELTA_COLUMNS = ("evt_num", "ts")
+_PARQUET_OPTIONS = {
+    "compression": "zstd",
+    "use_dictionary": [name for name in schema.COLUMN_NAMES if name not in _DELTA_COLUMNS],
+    "column_encoding": {name: "DELTA_BINARY_PACKED" for name in _DELTA_COLUMNS},
+}
 
 
 @dataclass(frozen=True)
@@ -146,7 +154,7 @@ class _OpenSegment:
         }
         self.schema = schema.schema_with_metadata(metadata)
         os.close(create_private_file(self.tmp_path))
-        self.parquet = pq.ParquetWriter(str(self.tmp_path), self.schema, compression=_COMPRESSION)
+        self.parquet = pq.ParquetWriter(str(self.tmp_path), self.schema, **_PARQUET_OPTIONS)
         self.tail: TailWriter | None = None
         if with_tail:
             self.tail = TailWriter(directory, self.schema.with_metadata({**self.schema.metadata, META_SEGMENT_NAME: self.name.encode()}))
@@ -443,7 +451,7 @@ def recover_tail(directory: Path) -> int:
     final = path.parent / name
     tmp = path.parent / f".{name}.tmp"
     os.close(create_private_file(tmp))
-    pq.write_table(table.replace_schema_metadata(metadata), str(tmp), compression=_COMPRESSION, row_group_size=DEFAULT_ROW_GROUP_ROWS)
+    pq.write_table(table.replace_schema_metadata(metadata), str(tmp), row_group_size=DEFAULT_ROW_GROUP_ROWS, **_PARQUET_OPTIONS)
     fsync_file(tmp)
     publish(tmp, final)
     path.unlink()
