@@ -16,7 +16,8 @@ from analyzer.report.alerts_input import load_alerts
               help="The HTML file to write (mode 0600).")
 @click.option("--capture", "captures", multiple=True, metavar="CAPTURE",
               help="Capture(s) the alerts came from; default: those the alerts file names. Repeatable.")
-@click.option("--pid", type=int, help="Report on this process's tree, even if no rule fired (with --capture, or ALERTS naming its capture).")
+@click.option("--pid", type=int,
+              help="Report on this process's tree, even if no rule fired (with --capture, or ALERTS naming its capture).")
 @click.option("--window", type=click.FloatRange(min=0), default=DEFAULT_WINDOW_NS / 1e9, show_default=True,
               help="Seconds: alerts of one service or container this close are one incident.")
 def report(alerts: str | None, output: str, captures: tuple[str, ...], pid: int | None, window: float) -> None:
