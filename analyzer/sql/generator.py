@@ -31,7 +31,7 @@ from typing import Callable
 from analyzer.condition import ast
 from analyzer.errors import TraceError
 from analyzer.fields.catalog import CATALOG, Catalog, FieldError, ResolvedField, sql_string
-from analyzer.fields.spec import ArgKind, FieldType
+from analyzer.fields.spec import FieldType
 from analyzer.sql import values
 
 T = FieldType
@@ -257,10 +257,8 @@ class Generator:
             if left.type is T.IPADDR:
                 return self._ip_predicate(op, texts)
             if left.type is T.IPNET:
-                if not texts:
-                    return lambda x: "false"
-                prefixes = "[" + ", ".join(sql_string(values.ip_network_prefix(t)) for t in texts) + "]"
-                inside: Predicate = lambda x: f"_ip_in_nets({x}, {prefixes})"
+                networks = [values.ip_network(t) for t in texts]
+                inside: Predicate = lambda x: "(" + (" OR ".join(_in_network(x, n) for n in networks) or "false") + ")"
                 return (lambda x: f"(NOT {inside(x)})") if op == "!=" else inside
             if left.type is T.BOOL:
                 return self._set_predicate(op, ["true" if values.boolean(t) else "false" for t in texts])
@@ -280,14 +278,15 @@ class Generator:
 
     @staticmethod
     def _ip_predicate(op: str, texts: list[str]) -> Predicate:
-        """IPv4 addresses compare as canonical dotted quads (one spelling
-        only); IPv6 ones by value, since '::ffff:1.2.3.4' has several."""
+        """IPv4 addresses compare as canonical dotted quads (the events
+        view's form, one spelling per address); IPv6 ones by value, since
+        '::ffff:1.2.3.4' has several spellings."""
         addresses = [values.ip_address(t) for t in texts]
-        v4 = ", ".join(sql_string(a) for a in addresses if ":" not in a)
-        v6 = ", ".join(sql_string(values.ip_bits(ipaddress.ip_address(a))) for a in addresses if ":" in a)
+        v4 = ", ".join(sql_string(str(a)) for a in addresses if a.version == 4)
+        v6 = ", ".join(f"{int(a)}::UHUGEINT" for a in addresses if a.version == 6)
 
         def member(x: str) -> str:
-            parts = ([f"{x} IN ({v4})"] if v4 else []) + ([f"_ip_bits({x}) IN ({v6})"] if v6 else [])
+            parts = ([f"{x} IN ({v4})"] if v4 else []) + ([f"(contains({x}, ':') AND _ip6_num({x}) IN ({v6}))"] if v6 else [])
             return "(" + (" OR ".join(parts) or "false") + ")"
 
         if op == "!=":
@@ -368,6 +367,27 @@ class Generator:
         else:
             self.unsupported(f"operator '{op}' against a field value is not implemented", node, left.display)
         return self._quantify(left, op, predicate)
+
+
+def _in_network(x: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """Whether the address text ``x`` lies in ``network``: false (not NULL)
+    for an address of the other family, NULL for a missing one. IPv4 works
+    on the canonical dotted quad: the whole octets of the prefix as a text
+    prefix, then at most one octet range; IPv6 compares numbers."""
+    if network.version == 6:
+        lo, hi = int(network.network_address), int(network.broadcast_address)
+        return f"(contains({x}, ':') AND _ip6_num({x}) BETWEEN {lo}::UHUGEINT AND {hi}::UHUGEINT)"
+    octets = str(network.network_address).split(".")
+    whole, rest = divmod(network.prefixlen, 8)
+    if whole == 4:
+        return f"({x} = {sql_string(str(network.network_address))})"
+    checks = [f"NOT contains({x}, ':')"]
+    if whole:
+        checks.append(f"starts_with({x}, {sql_string('.'.join(octets[:whole]) + '.')})")
+    if rest:
+        low = int(octets[whole])
+        checks.append(f"TRY_CAST(split_part({x}, '.', {whole + 1}) AS INTEGER) BETWEEN {low} AND {low + 2 ** (8 - rest) - 1}")
+    return "(" + " AND ".join(checks) + ")"
 
 
 def _family(type_: FieldType) -> str:

@@ -36,28 +36,20 @@ def boolean(text: str) -> bool:
     raise ValueError(f"'{text}' is not a valid boolean (true or false)")
 
 
-def ip_address(text: str) -> str:
-    """The canonical text of an address (the form the events view stores)."""
+def ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
-        return ipaddress.ip_address(text).compressed
+        return ipaddress.ip_address(text)
     except ValueError:
         raise ValueError(f"'{text}' is not a valid IP address") from None
 
 
-def ip_bits(address: ipaddress.IPv4Address | ipaddress.IPv6Address, length: int | None = None) -> str:
-    """Family tag and leading bits, the form the runtime's _ip_bits() returns."""
-    bits = format(int(address), f"0{address.max_prefixlen}b")
-    return f"{address.version}:{bits[: address.max_prefixlen if length is None else length]}"
-
-
-def ip_network_prefix(text: str) -> str:
-    """A CIDR network (a bare address is its own /32 or /128) as the bit
-    prefix every address inside it starts with."""
+def ip_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A CIDR network; host bits may be set (libsinsp masks them) and a bare
+    address is its own /32 or /128."""
     try:
-        network = ipaddress.ip_network(text, strict=False)
+        return ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise ValueError(f"'{text}' is not a valid IP network (address/prefix)") from None
-    return ip_bits(network.network_address, network.prefixlen)
 
 
 def hex_bytes(text: str) -> str:
