@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from capture import schema
 from capture.errors import RecorderError
-from capture.segments import DropCounts, list_segment_files
+from capture.layout import list_segment_files
+from capture.segments import META_RECOVERED, DropCounts
 from capture.tail import TAIL_NAME
 
 _COLUMNS = ["kind", "ts", "evt_num", "syscall", "pid"]
@@ -34,6 +35,7 @@ class SegmentSummary:
     first_ts: int | None
     last_ts: int | None
     drops: DropCounts
+    recovered: bool = False  # rebuilt from the tail after a crash: its drops are unknown
 
 
 @dataclass
@@ -71,7 +73,8 @@ class CaptureSummary:
             "kernel": self.kernel,
             "schema_version": self.schema_version,
             "segments": [
-                {"name": s.name, "bytes": s.bytes, "events": s.events, "first_ts": s.first_ts, "last_ts": s.last_ts, "drops": s.drops.to_json()}
+                {"name": s.name, "bytes": s.bytes, "events": s.events, "first_ts": s.first_ts, "last_ts": s.last_ts,
+                 "drops": s.drops.to_json(), "recovered": s.recovered}
                 for s in self.segments
             ],
             "skipped": [{"name": n, "reason": r} for n, r in self.skipped],
@@ -143,6 +146,7 @@ def _read_segment(path: Path) -> tuple[SegmentSummary, pa.Table, dict[bytes, byt
         first_ts=stamps["min"].as_py(),
         last_ts=stamps["max"].as_py(),
         drops=DropCounts({int(cpu): int(n) for cpu, n in drops.get("kernel", {}).items()}, int(drops.get("user", 0))),
+        recovered=META_RECOVERED in meta,
     )
     return segment, table, meta
 
@@ -188,7 +192,8 @@ def render_text(summary: CaptureSummary) -> str:
         extra.append("recording in progress (current.arrows present)")
     lines.append(f"segments    {len(summary.segments)} ({_bytes(total_bytes)})" + (f"; {'; '.join(extra)}" if extra else ""))
     for s in summary.segments:
-        lines.append(f"  {s.name}  {s.events:>10,} events  {_bytes(s.bytes):>10}  drops {s.drops.total}")
+        drops = "unknown (recovered after a crash)" if s.recovered else s.drops.total
+        lines.append(f"  {s.name}  {s.events:>10,} events  {_bytes(s.bytes):>10}  drops {drops}")
     span = ""
     if summary.first_ts is not None and summary.last_ts is not None:
         span = f"  ({(summary.last_ts - summary.first_ts) / 1e9:.3f} s)"

@@ -254,7 +254,9 @@ def test_sigkill_leaves_every_finalized_segment_readable_and_restart_recovers(tm
     assert recovered and "recovered" in result.stderr
     nums = events(capture)["evt_num"].to_pylist()
     assert nums == list(range(1, len(killed_nums) + len(tail) + 10 + 1))  # nothing lost, nothing renumbered
-    assert run(TRACE, "info", str(capture)).returncode == 0
+    info = run(TRACE, "info", str(capture))
+    assert info.returncode == 0 and f"{recovered[0].name}  " in info.stdout
+    assert "drops unknown (recovered after a crash)" in info.stdout
 
 
 def test_not_root_is_one_clear_line(tmp_path):
