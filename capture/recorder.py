@@ -1,5 +1,9 @@
 """The recorder's main loop: EventSource -> evt_num and container_id -> segments and tail.
 
+The loop only polls, numbers and queues; the SegmentWriter runs on its own
+thread (capture/background.py) so compression, fsync and snapshots never
+keep it from draining the kernel ring.
+
 evt_num is capture-wide: it continues from the manifest's `last_evt_num`
 when a capture directory is reused. Stopping (SIGINT, SIGTERM, --duration,
 --count) always finalizes the open segment. Drops are never silent: they go
@@ -22,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from capture import schema
+from capture.background import BackgroundWriter
 from capture.containers import CgroupMap
 from capture.segments import CaptureIdentity, DropCounts, RetentionPolicy, RotationPolicy, SegmentWriter
 from capture.snapshot import take_snapshot
@@ -83,14 +88,22 @@ class Recorder:
         writer.stamp(CaptureIdentity.of_this_host(source.boot_ns))
         previous_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         summary = RecordSummary()
+        self._next_evt_num = writer.last_evt_num + 1
+        background = None
         try:
             writer.open_segment()  # the first snapshot, taken once the probe already sees new processes
-            self._loop(source, writer, cgroups, summary)
+            background = BackgroundWriter(writer)
+            self._loop(source, background, cgroups, summary)
         finally:
-            # Also after a failure: finalize what was captured. (After a store
-            # error the writer has already dropped its unfinished segment.)
             try:
-                writer.close()
+                # Also after a failure: write what was queued and finalize what
+                # was captured. (After a store error the writer has already
+                # dropped its unfinished segment.)
+                try:
+                    if background is not None:
+                        background.close()
+                finally:
+                    writer.close()
             finally:
                 for sig, handler in previous_handlers.items():
                     signal.signal(sig, handler)
@@ -109,10 +122,9 @@ class Recorder:
     def _on_signal(self, signum: int, _frame) -> None:
         self.stop(signal.Signals(signum).name)
 
-    def _loop(self, source, writer: SegmentWriter, cgroups: CgroupMap, summary: RecordSummary) -> None:
+    def _loop(self, source, writer: BackgroundWriter, cgroups: CgroupMap, summary: RecordSummary) -> None:
         options = self.options
         started = time.monotonic()
-        self._next_evt_num = writer.last_evt_num + 1
         last_report, events_at_report = started, 0
         self._drops_warned = DropCounts()
         while self._stop_reason is None:
@@ -145,7 +157,7 @@ class Recorder:
         self._check_drops(source, threshold=0)  # nothing lost goes unreported at the end
         summary.seconds = time.monotonic() - started
 
-    def _store(self, batch: pa.RecordBatch, writer: SegmentWriter, cgroups: CgroupMap, summary: RecordSummary) -> None:
+    def _store(self, batch: pa.RecordBatch, writer: BackgroundWriter, cgroups: CgroupMap, summary: RecordSummary) -> None:
         """Number the events, name their containers, write them; honour --count."""
         count = self.options.count
         if count is not None:
