@@ -101,6 +101,7 @@ def materialize(
         _build_lives(con)
         _build_own_rows(con, carried)
         _resolve_generations(con)
+        _build_timeline(con)
         _build_names(con)
     return good
 
@@ -654,6 +655,29 @@ def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
             JOIN (SELECT DISTINCT life, fd FROM fd_state WHERE life IN {lives}) d ON d.life = i.life_key) c
         ASOF JOIN fd_state s ON s.life = c.life AND s.fd = c.fd AND c.start_ord > s.ord
         WHERE s.op <> 'close' AND s.cloexec
+        """
+    )
+
+
+def _build_timeline(con: duckdb.DuckDBPyConnection) -> None:
+    """One row per change of a pid's incarnation or cwd, both carried forward,
+    so the events view finds an event's process and cwd with one ASOF join."""
+    con.execute(
+        """
+        CREATE TABLE timeline AS
+        WITH changes AS (
+            SELECT pid, start_ord AS ord, 0 AS prio, key, life_key AS life, NULL::VARCHAR AS cwd FROM inc
+            UNION ALL
+            SELECT l.pid, c.ord, 1, NULL, c.life, c.cwd FROM cwd_state c JOIN inc l ON l.key = c.life),
+        keyed AS (
+            SELECT pid, ord, prio, cwd, prio = 0 AS is_start,
+                   last_value(key IGNORE NULLS) OVER w AS key,
+                   last_value(life IGNORE NULLS) OVER w AS life
+            FROM changes WINDOW w AS (PARTITION BY pid ORDER BY ord, prio ROWS UNBOUNDED PRECEDING))
+        SELECT pid, ord, key, life,
+               last_value(cwd IGNORE NULLS) OVER (PARTITION BY life ORDER BY ord, prio ROWS UNBOUNDED PRECEDING) AS cwd
+        FROM keyed
+        QUALIFY row_number() OVER (PARTITION BY pid, ord ORDER BY prio DESC) = 1
         """
     )
 

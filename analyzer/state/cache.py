@@ -22,7 +22,7 @@ from analyzer.state.inputs import Capture
 from analyzer.state.sql import install_macros
 
 # Bump when the tables or their meaning change: old caches are then rebuilt.
-STATE_VERSION = 1
+STATE_VERSION = 2
 CACHE_DIR_NAME = ".trace-cache"
 MEMORY_LIMIT = "1536MB"
 
@@ -32,6 +32,8 @@ def configure(con: duckdb.DuckDBPyConnection, temp_dir: Path) -> None:
     con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
     con.execute(f"SET temp_directory = '{str(temp_dir).replace(chr(39), chr(39) * 2)}'")
     con.execute("SET preserve_insertion_order = false")
+    # DuckDB's own bar writes to stdout: it would corrupt `trace query` CSV/JSON.
+    con.execute("SET enable_progress_bar = false")
     install_macros(con)
     install_render_macros(con)
 

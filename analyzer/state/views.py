@@ -81,9 +81,9 @@ def events_sql(src: CaptureSource, since: int | None, until: int | None) -> str:
     FROM read_parquet({files}, filename = true) r JOIN {a}.segments s ON s.name = parse_filename(r.filename)
     WHERE r.kind = 'evt'{time_filter}
   ) e
-  ASOF LEFT JOIN {a}.inc p ON p.pid = e.pid AND e._ord >= p.start_ord
-  ASOF LEFT JOIN {a}.fd_state f ON f.life = p.life_key AND f.fd = e._lookup_fd AND e._ord >= f.ord
-  ASOF LEFT JOIN {a}.cwd_state w ON w.life = p.life_key AND e._ord >= w.ord
+  ASOF LEFT JOIN {a}.timeline w ON w.pid = e.pid AND e._ord >= w.ord
+  LEFT JOIN {a}.inc p ON p.key = w.key
+  ASOF LEFT JOIN {a}.fd_state f ON f.life = w.life AND f.fd = e._lookup_fd AND e._ord >= f.ord
   LEFT JOIN {a}.ancestry a ON a.key = p.key
   LEFT JOIN {a}.life_start ls ON ls.life_key = p.life_key
   LEFT JOIN {a}.users u ON u.uid = e.uid
