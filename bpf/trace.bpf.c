@@ -3,7 +3,9 @@
  * Attached to raw_syscalls:sys_exit (raw tracepoint: one record per
  * selected syscall, arguments from the saved registers), to
  * syscalls:sys_enter_<name> of exit, exit_group, execve and execveat, and
- * to sched:sched_process_{exec,exit}.
+ * to sched:sched_process_{exec,exit}. Path and sockaddr arguments are read
+ * from user memory at syscall exit, like other exit-side tracers: another
+ * thread of the process can change them in between.
  * Kernel struct fields are read at offsets from the running kernel's BTF,
  * given as -DOFF_<struct>__<member> by capture/btf.py (the installed headers
  * describe another kernel). Records are committed without a wakeup: user

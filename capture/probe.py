@@ -149,7 +149,8 @@ def _tracefs() -> Path:
 
 
 def _or_expr(var: str, values: frozenset[int], suffix: str = "") -> str:
-    return "(" + " || ".join(f"{var} == {v}{suffix}" for v in sorted(values)) + ")"
+    """A C expression for the -D filters; int() keeps anything but numbers out of the compiler's input."""
+    return "(" + " || ".join(f"{var} == {int(v)}{suffix}" for v in sorted(values)) + ")"
 
 
 def _bulky_bytes(config: ProbeConfig) -> int:

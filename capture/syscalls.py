@@ -3,9 +3,9 @@
 One `Syscall` per traced call says where each decoded column comes from:
 an argument index, the return value, or a small user struct the BPF program
 copies at exit (`aux`: pipe's int[2], openat2's open_how, clone3's
-clone_args). The BPF program gets the kernel half of this plan through a
-map (`kernel_plan`); capture/decode.py gathers the columns with numpy from
-the same table, so each syscall is described once.
+clone_args). capture/probe.py writes the kernel half of this plan into the
+BPF program's `plans` map; capture/decode.py gathers the columns with numpy
+from the same table, so each syscall is described once.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from capture.errors import RecorderError
 
 # Column sources (values of the decode lookup tables).
 NONE = -1
@@ -147,8 +149,6 @@ DECODED_COLUMNS = ("fd", "fd2", "dirfd", "dirfd2", "flags", "mode", "sock_type",
 
 
 def check_names(names: frozenset[str]) -> None:
-    from capture.errors import RecorderError
-
     unknown = sorted(names - BY_NAME.keys())
     if unknown:
         raise RecorderError(f"unknown syscall(s): {', '.join(unknown)}; known: {', '.join(sorted(BY_NAME))}")
