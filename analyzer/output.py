@@ -208,10 +208,19 @@ def _scalar_text(spec: FieldSpec, value: object) -> str:
     return str(value)
 
 
+def _first_of_many(out_field: OutputField, value: object) -> object:
+    """A multi-valued field that is not a list (proc.aname without index: every
+    ancestor) prints its first value, as libsinsp's tostring/tojson do."""
+    if out_field.spec.any_element and not out_field.spec.is_list and out_field.arg is None and isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
 def render_text_value(out_field: OutputField, value: object, ts_ns: int, utc_offset: int) -> str:
     """A value as libsinsp's tostring renders it; lists as ``(a,b)``."""
     if out_field.is_clock:
         return _clock_text(out_field.spec.name, ts_ns, utc_offset)
+    value = _first_of_many(out_field, value)
     if value is None:
         return NOT_AVAILABLE
     if isinstance(value, (list, tuple)):
@@ -232,6 +241,7 @@ def render_json_value(out_field: OutputField, value: object, ts_ns: int) -> obje
     """A value as libsinsp's tojson emits it: typed, null when missing."""
     if out_field.is_clock:
         return ts_ns
+    value = _first_of_many(out_field, value)
     if value is None:
         return None
     if isinstance(value, (list, tuple)):

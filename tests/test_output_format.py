@@ -34,7 +34,8 @@ CATALOG = {
         FieldSpec("proc.name", FieldType.STRING, '"proc.name"'),
         FieldSpec("proc.pname", FieldType.STRING, '"proc.pname"'),
         FieldSpec("proc.cmdline", FieldType.STRING, '"proc.cmdline"'),
-        FieldSpec("proc.aname", FieldType.STRING, "_anc_name[{arg}+1]", arg=ArgKind.OPTIONAL),
+        FieldSpec("proc.aname", FieldType.STRING, "_anc_name[2:]", arg=ArgKind.OPTIONAL, any_element=True,
+                  arg_sql="_anc_name[{index} + 1]", arg_is_index=True),
         FieldSpec("proc.pid", FieldType.INT, '"proc.pid"'),
         FieldSpec("user.name", FieldType.STRING, '"user.name"'),
         FieldSpec("user.uid", FieldType.INT, '"user.uid"'),
@@ -100,6 +101,14 @@ def test_width_pads_and_cuts_like_libsinsp():
 def test_formats_libsinsp_refuses_are_errors(text, message):
     with pytest.raises(OutputFormatError, match=message):
         parse_output(text, CATALOG)
+
+
+def test_multi_valued_field_without_index_prints_its_first_value():
+    fmt = parse_output("a=%proc.aname p=%proc.aname[1]", CATALOG)
+    values = {"proc.aname": ["bash", "sshd", "systemd"], "proc.aname[1]": "bash"}
+    assert fmt.render(values, TS, 0) == "a=bash p=bash"
+    assert fmt.json_fields(values, TS) == {"proc.aname": "bash", "proc.aname[1]": "bash"}
+    assert fmt.render({"proc.aname": []}, TS, 0) == "a=<NA> p=<NA>"
 
 
 def test_values_render_like_libsinsp_tostring():
@@ -175,9 +184,7 @@ def test_alert_renders_from_a_real_duckdb_events_row():
         [TS],
     )
     fmt = parse_output(SENSITIVE, CATALOG)
-    exprs = {
-        f.key: f.spec.sql.replace("{arg}", f.arg) if f.arg else f.spec.sql for f in fmt.fields
-    }
+    exprs = {f.key: f.spec.arg_sql.format(index=int(f.arg)) if f.arg else f.spec.sql for f in fmt.fields}
     row = con.execute("SELECT " + ", ".join(f"{sql} AS \"{key}\"" for key, sql in exprs.items()) + " FROM events")
     cols = [d[0] for d in row.description]
     values = dict(zip(cols, row.fetchall()[0]))
