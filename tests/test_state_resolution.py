@@ -41,6 +41,9 @@ class World:
         self.e["open_exec"] = b.evt(child, "open", res=8, path="x/../y.sh", flags=O_WRONLY | O_CREAT | O_TRUNC, mode=0o755)
         self.e["open_dir"] = b.evt(child, "openat", res=5, dirfd=-100, path="/etc", flags=O_DIRECTORY)
         self.e["open_at"] = b.evt(child, "openat", res=6, dirfd=5, path="passwd", flags=O_RDONLY)
+        b.evt(child, "fchdir", res=0, fd=5)
+        self.e["after_fchdir"] = b.evt(child, "unlinkat", res=-2, dirfd=-100, path="hosts.bak", flags=0)
+        b.evt(child, "chdir", path="/home/bob")
         helper = b.fork(child, 601)
         self.e["helper_open"] = b.evt(helper, "openat", res=3, dirfd=-100, path="rel.txt", flags=O_RDONLY)
         b.execve(child, ["bash", "-i"], "/usr/bin/bash")
@@ -183,6 +186,11 @@ def test_directory_fd_and_openat_relative_to_it(cs, world):
         "fd.name": "/etc/passwd",
         "_evt_args": {"fd": "<f>/etc/passwd", "dirfd": "5", "name": "/etc/passwd", "flags": "O_RDONLY", "mode": None},
     }
+
+
+def test_fchdir_moves_to_the_directory_of_the_fd(cs, world):
+    assert fields(cs, world.e["after_fchdir"], "proc.cwd", "_evt_args") == {
+        "proc.cwd": "/etc/", "_evt_args": {"res": "ENOENT", "dirfd": "AT_FDCWD", "name": "/etc/hosts.bak", "flags": "0"}}
 
 
 def test_forked_child_without_exec_runs_its_parents_image(cs, world):

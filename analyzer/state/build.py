@@ -424,14 +424,18 @@ def _build_own_rows(con: duckdb.DuckDBPyConnection, carried: Carried | None = No
         "CREATE TABLE cwd_own AS "
         + _with_life(
             f"""
-            SELECT pid, ord, 0 AS sub, cwd AS value, true AS absolute FROM rows
+            SELECT pid, ord, 0 AS sub, cwd AS value, true AS absolute, NULL::INTEGER AS via_fd FROM rows
             WHERE kind = 'proc' AND cwd IS NOT NULL
             UNION ALL
-            SELECT pid, ord, 0, cwd, true FROM rows
+            SELECT pid, ord, 0, cwd, true, NULL FROM rows
             WHERE kind = 'evt' AND syscall IN {sql_list(EXEC_SYSCALLS)} AND res = 0 AND cwd IS NOT NULL
             UNION ALL
-            SELECT pid, ord, 1, path, starts_with(path, '/') FROM rows
+            SELECT pid, ord, 1, path, starts_with(path, '/'), NULL FROM rows
             WHERE kind = 'evt' AND syscall = 'chdir' AND res = 0 AND path IS NOT NULL
+            UNION ALL
+            -- fchdir: the directory fd's name, filled in once the fd table is known
+            SELECT pid, ord, 1, NULL, true, fd FROM rows
+            WHERE kind = 'evt' AND syscall = 'fchdir' AND res = 0 AND fd IS NOT NULL
             """
         )
     )
@@ -505,7 +509,7 @@ def _build_own_rows(con: duckdb.DuckDBPyConnection, carried: Carried | None = No
             """
         )
     )
-    con.execute("CREATE TABLE cwd_state (life BIGINT, ord BIGINT, cwd VARCHAR)")
+    con.execute("CREATE TABLE cwd_state (life BIGINT, ord BIGINT, cwd VARCHAR, via_fd INTEGER)")
     con.execute(
         "CREATE TABLE fd_state AS SELECT *, NULL::BIGINT AS id, NULL::BIGINT AS src_id, "
         "false AS resolved, false AS name_changed FROM fd_own LIMIT 0"
@@ -517,6 +521,7 @@ def _resolve_generations(con: duckdb.DuckDBPyConnection) -> None:
     for gen in range(max_gen + 1):
         _resolve_cwd(con, gen)
         _resolve_fds(con, gen)
+        _resolve_fchdir(con, gen)
     # libsinsp names an IP socket client->server; a listening or unconnected
     # one by its local endpoint.
     con.execute(
@@ -534,26 +539,45 @@ def _resolve_generations(con: duckdb.DuckDBPyConnection) -> None:
 
 def _resolve_cwd(con: duckdb.DuckDBPyConnection, gen: int) -> None:
     inherited = f"""
-        SELECT l.life, l.pid, l.start_ord AS ord, -1 AS sub, c.cwd AS value, true AS absolute
+        SELECT l.life, l.pid, l.start_ord AS ord, -1 AS sub, c.cwd AS value, true AS absolute, NULL AS via_fd
         FROM (SELECT * FROM life_gen WHERE gen = {gen} AND parent_life IS NOT NULL) l
         ASOF JOIN cwd_state c ON c.life = l.parent_life AND l.start_ord >= c.ord
         WHERE c.cwd IS NOT NULL
     """ if gen > 0 else (
-        "SELECT NULL::BIGINT AS life, NULL::BIGINT AS ord, 0 AS sub, NULL::VARCHAR AS value, true AS absolute WHERE false")
+        "SELECT NULL::BIGINT AS life, NULL::BIGINT AS ord, 0 AS sub, NULL::VARCHAR AS value, true AS absolute, "
+        "NULL::INTEGER AS via_fd WHERE false")
     con.execute(
         f"""
         INSERT INTO cwd_state
         WITH r AS (
-            SELECT life, ord, sub, value, absolute FROM cwd_own
+            SELECT life, ord, sub, value, absolute, via_fd FROM cwd_own
             WHERE life IN (SELECT life FROM life_gen WHERE gen = {gen})
-            UNION ALL SELECT life, ord, sub, value, absolute FROM ({inherited})),
+            UNION ALL SELECT life, ord, sub, value, absolute, via_fd FROM ({inherited})),
         g AS (
             SELECT *, sum(absolute::INTEGER) OVER (PARTITION BY life ORDER BY ord, sub ROWS UNBOUNDED PRECEDING) AS grp
             FROM r)
         SELECT life, ord,
-               CASE WHEN grp > 0 THEN trace_normpath(array_to_string(
-                   list(value) OVER (PARTITION BY life, grp ORDER BY ord, sub ROWS UNBOUNDED PRECEDING), '/')) END
+               -- an unknown base (fchdir, before its fd is known) leaves the cwd unknown
+               CASE WHEN grp > 0 AND first_value(value) OVER (PARTITION BY life, grp ORDER BY ord, sub) IS NOT NULL
+                    THEN trace_normpath(array_to_string(
+                        list(value) OVER (PARTITION BY life, grp ORDER BY ord, sub ROWS UNBOUNDED PRECEDING), '/'))
+               END,
+               via_fd
         FROM g
+        """
+    )
+
+
+def _resolve_fchdir(con: duckdb.DuckDBPyConnection, gen: int) -> None:
+    """fchdir moves to the directory its fd names (relative chdirs after it stay unknown)."""
+    con.execute(
+        f"""
+        UPDATE cwd_state SET cwd = r.name FROM (
+            SELECT c.life, c.ord, CASE WHEN f.op <> 'close' THEN f.name END AS name
+            FROM (SELECT * FROM cwd_state WHERE via_fd IS NOT NULL
+                  AND life IN (SELECT life FROM life_gen WHERE gen = {gen})) c
+            ASOF JOIN fd_state f ON f.life = c.life AND f.fd = c.via_fd AND c.ord > f.ord) r
+        WHERE cwd_state.life = r.life AND cwd_state.ord = r.ord AND cwd_state.via_fd IS NOT NULL
         """
     )
 
