@@ -443,6 +443,36 @@ static __always_inline u32 pid_nr_of(void *pid_struct, u32 level)
     return nr;
 }
 
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+
+/* Falco's proc.is_exe_upper_layer: the executable is an overlayfs file whose
+ * upper-layer dentry is the file itself (written in the container, not
+ * shipped in an image layer). 2 when this kernel's BTF has no overlayfs. */
+static __always_inline u8 exe_upper_layer(void *exe)
+{
+#if defined(OFF_ovl_inode__upperdentry) && defined(OFF_ovl_inode__vfs_inode) && defined(OFF_inode__i_sb) && \
+    defined(OFF_super_block__s_magic) && defined(OFF_inode__i_ino) && defined(OFF_dentry__d_inode)
+    void *inode = 0, *sb = 0, *upper = 0, *upper_inode = 0;
+    unsigned long magic = 0, ino = 0, upper_ino = 0;
+    if (!exe)
+        return 0;
+    READ_KERN(inode, exe, OFF_file__f_inode);
+    READ_KERN(sb, inode, OFF_inode__i_sb);
+    READ_KERN(magic, sb, OFF_super_block__s_magic);
+    if (magic != OVERLAYFS_SUPER_MAGIC)
+        return 0;
+    READ_KERN(upper, inode - OFF_ovl_inode__vfs_inode, OFF_ovl_inode__upperdentry);
+    if (!upper)
+        return 0;
+    READ_KERN(upper_inode, upper, OFF_dentry__d_inode);
+    READ_KERN(upper_ino, upper_inode, OFF_inode__i_ino);
+    READ_KERN(ino, inode, OFF_inode__i_ino);
+    return ino == upper_ino;
+#else
+    return 2;
+#endif
+}
+
 static __always_inline void read_exec_info(struct trace_exec_info *info, void *task)
 {
     void *leader = 0, *cred = 0, *signal = 0, *tty = 0, *driver = 0, *thread_pid = 0;
@@ -490,6 +520,7 @@ static __always_inline void read_exec_info(struct trace_exec_info *info, void *t
         info->exe_from_memfd = nlink == 0 && prefix[0] == 'm' && prefix[1] == 'e' && prefix[2] == 'm' &&
                                prefix[3] == 'f' && prefix[4] == 'd' && prefix[5] == ':';
     }
+    info->exe_upper_layer = exe_upper_layer(exe);
 }
 
 /* cwd as its components, leaf first, from fs->pwd up to fs->root, crossing mounts. */

@@ -89,7 +89,8 @@ struct trace_exec_info {
     __u32 pgid;
     __u32 vpid;
     __u8 exe_from_memfd;
-    __u8 _pad[3];
+    __u8 exe_upper_layer; /* 0 no, 1 yes, 2 unknown (kernel without overlayfs in its BTF) */
+    __u8 _pad[2];
 };
 
 #endif

@@ -187,6 +187,15 @@ OFFSETS: tuple[tuple[str, str, str], ...] = (
     ("pt_regs__r9", "pt_regs", "r9"),
     ("pt_regs__orig_ax", "pt_regs", "orig_ax"),
 )
+# Offsets the program can do without (a feature is then reported unknown, null).
+OPTIONAL_OFFSETS: tuple[tuple[str, str, str], ...] = (
+    ("inode__i_sb", "inode", "i_sb"),
+    ("inode__i_ino", "inode", "i_ino"),
+    ("super_block__s_magic", "super_block", "s_magic"),
+    ("dentry__d_inode", "dentry", "d_inode"),
+    ("ovl_inode__vfs_inode", "ovl_inode", "vfs_inode"),  # overlayfs built in: proc.is_exe_upper_layer
+    ("ovl_inode__upperdentry", "ovl_inode", "__upperdentry"),
+)
 SIZES: tuple[tuple[str, str], ...] = (("upid", "upid"),)
 ENUMS: tuple[tuple[str, str, str], ...] = (
     ("PIDTYPE_PGID", "pid_type", "PIDTYPE_PGID"),
@@ -202,6 +211,11 @@ def kernel_defines(btf_path: Path = VMLINUX_BTF) -> tuple[str, ...]:
     except OSError as exc:
         raise RecorderError(f"cannot read kernel BTF {btf_path}: {exc.strerror} (kernel built without CONFIG_DEBUG_INFO_BTF?)") from exc
     flags = [f"-DOFF_{define}={btf.offset(struct_name, member)}" for define, struct_name, member in OFFSETS]
+    for define, struct_name, member in OPTIONAL_OFFSETS:
+        try:
+            flags.append(f"-DOFF_{define}={btf.offset(struct_name, member)}")
+        except RecorderError:
+            pass
     flags += [f"-DSIZEOF_{define}={btf.size(struct_name)}" for define, struct_name in SIZES]
     flags += [f"-DENUM_{define}={btf.enum_value(enum, value)}" for define, enum, value in ENUMS]
     return tuple(flags)

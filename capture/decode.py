@@ -36,7 +36,7 @@ HEADER_DTYPE = np.dtype([
     ("comm", "u1", (16,)), ("addr", "u1", (16,)), ("sk_laddr", "u1", (16,)), ("sk_raddr", "u1", (16,)),
 ])
 RECORD_DTYPE = np.dtype([("rb_len", "<u4"), ("rb_pg_off", "<u4"), ("hdr", HEADER_DTYPE), ("path", "u1", (PATH_SLOT,))])
-EXEC_INFO = struct.Struct("<QQQQIIIIIB3x")
+EXEC_INFO = struct.Struct("<QQQQIIIIIBB2x")
 assert HEADER_DTYPE.itemsize == 192 and RECORD_DTYPE.itemsize == 384
 HEADER_WORDS = HEADER_DTYPE.itemsize // 8
 
@@ -348,6 +348,8 @@ class Decoder:
             "pgid": info_col(7, pa.int32()),
             "vpid": info_col(8, pa.int32()),
             "exe_from_memfd": info_col(9, pa.bool_(), bool),
+            "exe_upper_layer": self._tail(
+                n_fixed, [None if i is None or i[10] > 1 else bool(i[10]) for i in infos], pa.bool_()),
         }
 
 

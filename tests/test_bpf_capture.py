@@ -319,3 +319,34 @@ def test_exec_from_memfd_is_flagged(source):
     e = found[0]
     assert e["exe_from_memfd"] is True and e["res"] == 0
     assert e["syscall"] == "execveat" and e["dirfd"] is not None  # fexecve: execveat(fd, "", AT_EMPTY_PATH)
+
+
+def test_exec_from_an_overlay_upper_layer_is_flagged(source, tmp_path):
+    """A binary written into an overlay mount (upper layer) vs one shipped in the lower layer."""
+    tag = uuid.uuid4().hex
+    lower, upper, work, merged = (tmp_path / d for d in ("lower", "upper", "work", "merged"))
+    for d in (lower, upper, work, merged):
+        d.mkdir()
+    (lower / "shipped").write_bytes(Path("/bin/true").read_bytes())
+    (lower / "shipped").chmod(0o755)
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged)], check=True)
+    try:
+        (merged / "dropped").write_bytes(Path("/bin/true").read_bytes())  # lands in the upper layer
+        (merged / "dropped").chmod(0o755)
+        for name in ("shipped", "dropped"):
+            subprocess.run([str(merged / name), f"{name}-{tag}"], check=True)
+        found: dict[str, dict] = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(found) < 2:
+            batch = source.poll(50)
+            if batch is not None:
+                for r in batch.to_pylist():
+                    for name in ("shipped", "dropped"):
+                        if r["syscall"] == "execve" and r["argv"] and f"{name}-{tag}" in r["argv"]:
+                            found[name] = r
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
+    assert found["dropped"]["exe_upper_layer"] is True
+    assert found["shipped"]["exe_upper_layer"] is False
+    assert found["dropped"]["exepath"] == str(merged / "dropped")

@@ -202,7 +202,8 @@ def bulky_record(header: dict, items: list[tuple[int, bytes]]) -> bytes:
 
 
 def exec_info(**kw) -> bytes:
-    fields = dict(start=1000, eff=0x1FF, perm=0x1FF, inh=0, loginuid=1000, tty=34816, sid=50, pgid=60, vpid=7, memfd=0)
+    fields = dict(start=1000, eff=0x1FF, perm=0x1FF, inh=0, loginuid=1000, tty=34816, sid=50, pgid=60, vpid=7, memfd=0,
+                  upper=0)
     fields.update(kw)
     return EXEC_INFO.pack(*fields.values())
 
@@ -220,6 +221,9 @@ def test_exec_record_carries_image_argv_cwd_and_process_info():
     assert row["cwd"] == "/home/work"
     assert (row["loginuid"], row["tty"], row["sid"], row["pgid"], row["vpid"]) == (1000, 34816, 50, 60, 7)
     assert row["proc_start_ts"] == BOOT + 1000 and row["cap_effective"] == 0x1FF and row["exe_from_memfd"] is False
+    assert row["exe_upper_layer"] is False
+    [unknown] = decode([], [bulky_record(dict(ts=9, nr=execve), [(TI_EXEC_INFO, exec_info(upper=2))])])
+    assert unknown["exe_upper_layer"] is None  # kernel without overlayfs in its BTF: not a made-up False
 
 
 def test_argv_truncation_is_marked():
