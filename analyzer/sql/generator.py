@@ -156,15 +156,16 @@ class Generator:
             }[name]
             return Operand(sql, T.STRING, display)
         if name == "concat":
-            if len(args) < 2:
-                self.unsupported("concat() takes at least two arguments", node, invalid=True)
-            return Operand("(" + " || ".join(f"CAST({a.sql} AS VARCHAR)" for a in args) + ")", T.STRING, display)
+            # libsinsp: at least two string arguments; missing if any part is
+            if len(args) < 2 or any(a.type is not T.STRING or a.is_list for a in args):
+                self.unsupported("concat() takes two or more string arguments", node, invalid=True)
+            return Operand("(" + " || ".join(a.sql for a in args) + ")", T.STRING, display)
         if name == "join":
-            if len(args) != 2:
+            # libsinsp: join(separator, list)
+            if len(args) != 2 or args[0].is_list or not args[1].is_list:
                 self.unsupported("join() takes a separator and a list", node, invalid=True)
             sep, items = args
-            items_sql = items.sql if items.is_list else f"list_value({items.sql})"
-            return Operand(f"array_to_string({items_sql}, {sep.sql})", T.STRING, display)
+            return Operand(f"array_to_string({items.sql}, {sep.sql})", T.STRING, display)
         self.unsupported(f"the {name}() transformer is not implemented", node, display)
 
     def _transformer_arg(self, arg: ast.Node, parent: ast.Transformer) -> Operand:
