@@ -20,7 +20,7 @@ IDENTITY = CaptureIdentity("testhost", "6.18-test", 0)
 
 def test_queued_batches_are_all_written_in_order(tmp_path):
     writer = SegmentWriter(tmp_path / "cap", IDENTITY, RotationPolicy(max_events=250), snapshot=proc_snapshot)
-    background = BackgroundWriter(writer, max_batches=4)  # small: the producer must block, not lose
+    background = BackgroundWriter(writer, max_queued_bytes=1)  # tiny: the producer must block, not lose
     for start in range(1, 2001, 50):
         background.write(event_batch(start, 50))
         background.tick()
@@ -46,7 +46,7 @@ def tiny_tmpfs(tmp_path):
 
 def test_a_disk_full_in_the_thread_is_raised_to_the_caller(tiny_tmpfs):
     writer = SegmentWriter(tiny_tmpfs / "cap", IDENTITY, RotationPolicy(max_events=100), snapshot=proc_snapshot, row_group_rows=50)
-    background = BackgroundWriter(writer, max_batches=2)
+    background = BackgroundWriter(writer, max_queued_bytes=1 << 16)
     with pytest.raises(CaptureStoreError, match="disk full"):
         for start in range(1, 10**6, 50):
             background.write(event_batch(start, 50, path_prefix="/" + os.urandom(200).hex() + "/"))

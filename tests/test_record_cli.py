@@ -83,7 +83,7 @@ def rows_where(table: pa.Table, **where) -> list[dict]:
 
 
 def run(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=STOP_TIMEOUT_S, **kw)
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=START_TIMEOUT_S + STOP_TIMEOUT_S, **kw)
 
 
 def test_record_until_sigint_then_info(tmp_path):
