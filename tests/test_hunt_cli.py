@@ -196,6 +196,22 @@ def test_corrupt_segment_is_skipped_with_a_warning(captures, tmp_path):
     assert "warning:" in result.stderr and "000002" in result.stderr
 
 
+def test_default_rules_follow_the_demo_incident_kill_chain(tmp_path):
+    """fixtures/demo: a web shell in a container reads /etc/shadow, downloads a payload to /tmp,
+    makes it executable, runs it, gets a reverse shell and plants a cron job."""
+    demo = Path(shutil.copytree(ROOT / "fixtures" / "demo", tmp_path / "demo"))
+    result = hunt("--format", "json", str(demo))
+    assert result.exit_code == 3, result.stderr
+    fired = [json.loads(line)["rule"] for line in result.stdout.splitlines()]
+    assert set(fired) >= {
+        "Shell Spawned by Service Process", "Sensitive File Read by Untrusted Program",
+        "Download Tool Wrote to Temporary Directory", "Executable Bit Set in Temporary Directory",
+        "Executable Run from Temporary Directory", "Socket Redirected to Standard Stream",
+        "Cron Job Created or Modified",
+    }
+    assert fired.index("Shell Spawned by Service Process") < fired.index("Cron Job Created or Modified")
+
+
 def test_real_binary_exit_codes(captures, tmp_path):
     """The installed console script, not the in-process runner: 3 with alerts, 0 without, 2 on usage."""
     out = ["--alerts", str(tmp_path / "a.parquet")]
