@@ -41,25 +41,25 @@ MACROS = (
     f"""CREATE OR REPLACE MACRO _ip6_groups(s) AS list_transform(
         [CASE WHEN regexp_matches(s, '(^|:){_IPV4}$')
               THEN list_transform([_ip4_num(regexp_extract(s, '{_IPV4}$'))],
-                   lambda n: regexp_replace(s, '{_IPV4}$', '') || printf('%x:%x', n >> 16, n & 65535))[1]
+                   lambda _n: regexp_replace(s, '{_IPV4}$', '') || printf('%x:%x', _n >> 16, _n & 65535))[1]
               ELSE s END],
-        lambda t: list_transform(
-            [CASE WHEN ends_with(t, '::') THEN t || '0' ELSE t END],
-            lambda u: list_transform(
-                [CASE WHEN starts_with(u, '::') THEN '0' || u ELSE u END],
-                lambda w: CASE WHEN contains(w, '::') THEN replace(w, '::',
-                    ':' || repeat('0:', greatest(8 - (length(w) - length(replace(w, ':', ''))), 0))) ELSE w END
+        lambda _t: list_transform(
+            [CASE WHEN ends_with(_t, '::') THEN _t || '0' ELSE _t END],
+            lambda _u: list_transform(
+                [CASE WHEN starts_with(_u, '::') THEN '0' || _u ELSE _u END],
+                lambda _w: CASE WHEN contains(_w, '::') THEN replace(_w, '::',
+                    ':' || repeat('0:', greatest(8 - (length(_w) - length(replace(_w, ':', ''))), 0))) ELSE _w END
             )[1])[1])[1]""",
     """CREATE OR REPLACE MACRO _ip6_num(s) AS CASE WHEN contains(s, ':') THEN list_transform([_ip6_groups(s)],
-        lambda g: CASE WHEN regexp_full_match(g, '([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}') THEN
-            (('0x' || split_part(g, ':', 1))::INTEGER::UHUGEINT << 112)
-          | (('0x' || split_part(g, ':', 2))::INTEGER::UHUGEINT << 96)
-          | (('0x' || split_part(g, ':', 3))::INTEGER::UHUGEINT << 80)
-          | (('0x' || split_part(g, ':', 4))::INTEGER::UHUGEINT << 64)
-          | (('0x' || split_part(g, ':', 5))::INTEGER::UHUGEINT << 48)
-          | (('0x' || split_part(g, ':', 6))::INTEGER::UHUGEINT << 32)
-          | (('0x' || split_part(g, ':', 7))::INTEGER::UHUGEINT << 16)
-          | ('0x' || split_part(g, ':', 8))::INTEGER::UHUGEINT END)[1] END""",
+        lambda _g: CASE WHEN regexp_full_match(_g, '([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}') THEN
+            (('0x' || split_part(_g, ':', 1))::INTEGER::UHUGEINT << 112)
+          | (('0x' || split_part(_g, ':', 2))::INTEGER::UHUGEINT << 96)
+          | (('0x' || split_part(_g, ':', 3))::INTEGER::UHUGEINT << 80)
+          | (('0x' || split_part(_g, ':', 4))::INTEGER::UHUGEINT << 64)
+          | (('0x' || split_part(_g, ':', 5))::INTEGER::UHUGEINT << 48)
+          | (('0x' || split_part(_g, ':', 6))::INTEGER::UHUGEINT << 32)
+          | (('0x' || split_part(_g, ':', 7))::INTEGER::UHUGEINT << 16)
+          | ('0x' || split_part(_g, ':', 8))::INTEGER::UHUGEINT END)[1] END""",
 )
 
 
