@@ -52,6 +52,10 @@ def cache_dir_for(capture: Capture) -> Path:
         return fallback
 
 
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
 def _private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path, 0o700)
@@ -81,16 +85,20 @@ def _build(capture: Capture, directory: Path, path: Path) -> None:
     temp.unlink(missing_ok=True)
     spill = directory / "tmp"
     _private_dir(spill)
-    con = duckdb.connect(str(temp))
+    # Built in memory (spilling to `spill` past the memory limit), then copied
+    # out: the intermediate tables never pay for the file's WAL and checkpoints.
+    con = duckdb.connect()
     try:
-        os.chmod(temp, 0o600)  # inside a 0700 directory from the start
         configure(con, spill)
         warnings: list[str] = []
         materialize(con, capture, warnings)
         con.execute("CREATE TABLE build_warnings (message VARCHAR)")
         for warning in warnings:
             con.execute("INSERT INTO build_warnings VALUES (?)", [warning])
-        con.execute("CHECKPOINT")
+        con.execute(f"ATTACH '{_quote(str(temp))}' AS out")
+        os.chmod(temp, 0o600)  # inside a 0700 directory from the start
+        con.execute("COPY FROM DATABASE memory TO out")
+        con.execute("DETACH out")
     except BaseException:
         con.close()
         temp.unlink(missing_ok=True)
