@@ -12,7 +12,8 @@
  * space reads the mmapped ring in bulk on its own schedule.
  *
  * Build-time parameters (-D): MAX_NR, PENDING_MAX, EVENTS_BYTES, BULKY_BYTES,
- * NR_PROCEXIT, NR_EXECVE, and the optional filters EXCLUDE_TGIDS,
+ * NR_PROCEXIT, NR_EXECVE, RECORD_ENV (exec events carry the environment),
+ * and the optional filters EXCLUDE_TGIDS,
  * ONLY_TGIDS, ONLY_CGROUPS (C expressions over `tgid` / `cgroup`) and
  * FILTER_COMMS (use the comm_filter map).
  */
@@ -523,6 +524,29 @@ static __always_inline void read_exec_info(struct trace_exec_info *info, void *t
     info->exe_upper_layer = exe_upper_layer(exe);
 }
 
+/* A NUL-separated block of the new image's memory (argv or environment), at most TRACE_ARGV_BYTES. */
+static __always_inline u32 put_user_block(struct scratch_buf *s, u32 pos, u16 tag, u64 start, u64 end, u16 cut,
+                                          u16 *flags)
+{
+    u64 len = end > start ? end - start : 0;
+    if (len > TRACE_ARGV_BYTES) {
+        len = TRACE_ARGV_BYTES;
+        *flags |= cut;
+    }
+    pos = (pos + 3) & ~3;
+    if (pos >= SCRATCH_HALF) {
+        *flags |= cut;
+        return pos;
+    }
+    pos &= SCRATCH_HALF - 1;
+    if (bpf_probe_read_user(&s->buf[pos + 4], len & (2 * TRACE_ARGV_BYTES - 1), (void *)start))
+        return pos;
+    struct trace_item *it = (struct trace_item *)&s->buf[pos];
+    it->tag = tag;
+    it->len = len;
+    return pos + 4 + len;
+}
+
 /* cwd as its components, leaf first, from fs->pwd up to fs->root, crossing mounts. */
 static __always_inline u32 put_cwd(struct scratch_buf *s, u32 pos, void *task, u16 *flags)
 {
@@ -552,7 +576,14 @@ static __always_inline u32 put_cwd(struct scratch_buf *s, u32 pos, void *task, u
         if (parent == dentry)
             return pos;
         READ_KERN(name, dentry, OFF_dentry__d_name_name);
-        pos = put_str(s, pos, TI_CWD_PART, name, 0);
+        if (((pos + 3) & ~3) >= SCRATCH_HALF - 256)  /* no room for another name: cwd unknown */
+            break;
+        u32 next = put_str(s, pos, TI_CWD_PART, name, 0);
+        if (next <= ((pos + 3) & ~3)) {  /* unreadable name: a cwd with a hole would be wrong */
+            *flags |= TF_CWD_TRUNC;
+            return next;
+        }
+        pos = next;
         dentry = parent;
     }
     *flags |= TF_CWD_TRUNC;
@@ -589,31 +620,8 @@ int on_exec(struct tp_exec *ctx)
     struct trace_event *e = (struct trace_event *)s->buf;
     u32 pos = sizeof(struct trace_event);
 
-    pos = put_str(s, pos, TI_EXEPATH, (void *)ctx + (ctx->filename_loc & 0xFFFF), 0);
-
-    void *mm = 0;
-    u64 arg_start = 0, arg_end = 0;
-    READ_KERN(mm, task, OFF_task_struct__mm);
-    READ_KERN(arg_start, mm, OFF_mm_struct__arg_start);
-    READ_KERN(arg_end, mm, OFF_mm_struct__arg_end);
-    u64 argv_len = arg_end > arg_start ? arg_end - arg_start : 0;
-    if (argv_len > TRACE_ARGV_BYTES) {
-        argv_len = TRACE_ARGV_BYTES;
-        flags |= TF_ARGV_TRUNC;
-    }
-    pos = (pos + 3) & ~3;
-    if (pos < SCRATCH_HALF) {
-        pos &= SCRATCH_HALF - 1;
-        if (bpf_probe_read_user(&s->buf[pos + 4], argv_len & (2 * TRACE_ARGV_BYTES - 1), (void *)arg_start) == 0) {
-            struct trace_item *it = (struct trace_item *)&s->buf[pos];
-            it->tag = TI_ARGV;
-            it->len = argv_len;
-            pos += 4 + argv_len;
-        }
-    }
-
-    pos = put_cwd(s, pos, task, &flags);
-
+    /* Fixed-size info first, cwd last: when a huge argv and env and a deep
+     * cwd do not all fit, it is the cwd that is dropped, and flagged. */
     pos = (pos + 3) & ~3;
     if (pos < SCRATCH_HALF) {
         pos &= SCRATCH_HALF - 1;
@@ -623,6 +631,23 @@ int on_exec(struct tp_exec *ctx)
         read_exec_info((struct trace_exec_info *)&s->buf[pos + 4], task);
         pos += 4 + sizeof(struct trace_exec_info);
     }
+
+    pos = put_str(s, pos, TI_EXEPATH, (void *)ctx + (ctx->filename_loc & 0xFFFF), 0);
+
+    void *mm = 0;
+    u64 arg_start = 0, arg_end = 0;
+    READ_KERN(mm, task, OFF_task_struct__mm);
+    READ_KERN(arg_start, mm, OFF_mm_struct__arg_start);
+    READ_KERN(arg_end, mm, OFF_mm_struct__arg_end);
+    pos = put_user_block(s, pos, TI_ARGV, arg_start, arg_end, TF_ARGV_TRUNC, &flags);
+#ifdef RECORD_ENV
+    u64 env_start = 0, env_end = 0;
+    READ_KERN(env_start, mm, OFF_mm_struct__env_start);
+    READ_KERN(env_end, mm, OFF_mm_struct__env_end);
+    pos = put_user_block(s, pos, TI_ENV, env_start, env_end, TF_ENV_TRUNC, &flags);
+#endif
+
+    pos = put_cwd(s, pos, task, &flags);
     fill_common(e, nr, v.args, 0, flags);
     bulky_submit(s, pos);
     return 0;

@@ -28,6 +28,7 @@
 #define TF_ARGV_TRUNC (1 << 6)  /* argv cut at TRACE_ARGV_BYTES */
 #define TF_CWD_TRUNC (1 << 7)   /* cwd deeper than TRACE_CWD_DEPTH: cwd unknown */
 #define TF_NO_ARGS (1 << 8)     /* exec without a recorded syscall entry: args unknown */
+#define TF_ENV_TRUNC (1 << 9)   /* environment cut at TRACE_ARGV_BYTES */
 
 /* Items of a bulky record. */
 #define TI_PATH 1
@@ -36,8 +37,9 @@
 #define TI_ARGV 4      /* argv block as in the process's memory: NUL-separated */
 #define TI_CWD_PART 5  /* one cwd component, leaf first */
 #define TI_EXEC_INFO 6 /* struct trace_exec_info */
+#define TI_ENV 7       /* environment block, like TI_ARGV (only with RECORD_ENV) */
 
-#define TRACE_ARGV_BYTES 4096
+#define TRACE_ARGV_BYTES 4096  /* bound of the argv block and of the environment block */
 #define TRACE_STR_MAX 4096
 #define TRACE_CWD_DEPTH 32
 

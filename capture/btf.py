@@ -178,6 +178,8 @@ OFFSETS: tuple[tuple[str, str, str], ...] = (
     ("mm_struct__arg_start", "mm_struct", "arg_start"),
     ("mm_struct__arg_end", "mm_struct", "arg_end"),
     ("mm_struct__exe_file", "mm_struct", "exe_file"),
+    ("mm_struct__env_start", "mm_struct", "env_start"),
+    ("mm_struct__env_end", "mm_struct", "env_end"),
     ("file__f_path", "file", "f_path"),
     ("pt_regs__di", "pt_regs", "di"),
     ("pt_regs__si", "pt_regs", "si"),

@@ -24,8 +24,8 @@ from capture.schema import COLUMN_NAMES, KIND_EVENT, SCHEMA
 PATH_SLOT = 184
 RING_HDR = 8  # struct bpf_ringbuf_hdr: u32 len (BUSY/DISCARD bits), u32 pg_off
 TF_PATH, TF_ADDR, TF_SOCK, TF_AUX, TF_NO_RES = 1, 2, 4, 8, 16
-TF_ADDR_UNIX, TF_ARGV_TRUNC, TF_CWD_TRUNC, TF_NO_ARGS = 32, 64, 128, 256
-TI_PATH, TI_PATH2, TI_EXEPATH, TI_ARGV, TI_CWD_PART, TI_EXEC_INFO = 1, 2, 3, 4, 5, 6
+TF_ADDR_UNIX, TF_ARGV_TRUNC, TF_CWD_TRUNC, TF_NO_ARGS, TF_ENV_TRUNC = 32, 64, 128, 256, 512
+TI_PATH, TI_PATH2, TI_EXEPATH, TI_ARGV, TI_CWD_PART, TI_EXEC_INFO, TI_ENV = 1, 2, 3, 4, 5, 6, 7
 
 HEADER_DTYPE = np.dtype([
     ("ts", "<u8"), ("cgroup_id", "<u8"), ("res", "<i8"), ("args", "<u8", (6,)), ("aux", "<u8", (2,)),
@@ -53,6 +53,7 @@ class BulkyExtras:
     exepath: str | None = None
     argv: list[str] | None = None
     argv_truncated: bool | None = None
+    env: list[str] | None = None
     cwd: str | None = None
     info: tuple | None = None  # EXEC_INFO fields
 
@@ -60,6 +61,14 @@ class BulkyExtras:
 def _text(raw: bytes) -> str:
     """Attacker-controlled bytes as text: undecodable bytes are escaped, never lost."""
     return raw.decode("utf-8", "backslashreplace")
+
+
+def _entries(block: bytes) -> list[str]:
+    """NUL-terminated entries (argv, environ); a cut last entry has no NUL and is kept."""
+    if not block:
+        return []
+    body = block[:-1] if block.endswith(b"\0") else block
+    return [_text(a) for a in body.split(b"\0")]
 
 
 def parse_bulky(record: bytes, argv_max: int) -> tuple[np.ndarray, BulkyExtras]:
@@ -77,10 +86,14 @@ def parse_bulky(record: bytes, argv_max: int) -> tuple[np.ndarray, BulkyExtras]:
         elif tag == TI_EXEPATH:
             extras.exepath = _text(data.rstrip(b"\0"))
         elif tag == TI_ARGV:
-            body = data[:-1] if data.endswith(b"\0") else data  # NUL-terminated entries; a cut one has none
-            args = [_text(a) for a in body.split(b"\0")] if data else []
+            args = _entries(data)
             truncated = bool(flags & TF_ARGV_TRUNC) or len(args) > argv_max
             extras.argv, extras.argv_truncated = args[:argv_max], truncated
+        elif tag == TI_ENV:
+            env = _entries(data)
+            if flags & TF_ENV_TRUNC and not data.endswith(b"\0"):
+                env = env[:-1]  # no column marks a cut environment: keep only whole NAME=value entries
+            extras.env = env
         elif tag == TI_CWD_PART:
             cwd_parts.append(_text(data.rstrip(b"\0")))
         elif tag == TI_EXEC_INFO and length >= EXEC_INFO.size:
@@ -337,6 +350,7 @@ class Decoder:
             "exepath": self._tail(n_fixed, [x.exepath for x in extras], pa.string()),
             "argv": self._tail(n_fixed, [x.argv for x in extras], pa.list_(pa.string())),
             "argv_truncated": self._tail(n_fixed, [x.argv_truncated for x in extras], pa.bool_()),
+            "env": self._tail(n_fixed, [x.env for x in extras], pa.list_(pa.string())),
             "cwd": self._tail(n_fixed, [x.cwd for x in extras], pa.string()),
             "proc_start_ts": info_col(0, pa.int64(), lambda v: v + self.boot_ns),
             "cap_effective": info_col(1, pa.int64(), _signed64),

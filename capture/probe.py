@@ -43,6 +43,7 @@ class ProbeConfig:
     exclude_pids: frozenset[int] = frozenset()  # never record these
     argv_max: int = 64  # execve argv bound (truncation is marked)
     ring_bytes: int = 64 << 20
+    env: bool = False  # exec events also carry the environment (4 KiB bound; holds secrets)
 
 
 @dataclass
@@ -215,6 +216,8 @@ class EventSource:
             flags.append(f"-DONLY_CGROUPS={_or_expr('cgroup', config.cgroup_ids, 'ULL')}")
         if config.comms:
             flags.append("-DFILTER_COMMS=1")
+        if config.env:
+            flags.append("-DRECORD_ENV=1")
         return flags
 
     def _load(self, config: ProbeConfig) -> None:

@@ -178,6 +178,7 @@ def test_execve_with_distinctive_argv_and_cwd(workload):
     assert len(execs) == 1
     e = execs[0]
     assert e["argv"] == ["/bin/echo", f"exec-{tag}", "two words"] and e["argv_truncated"] is False
+    assert e["env"] is None  # only with ProbeConfig(env=True)
     assert e["exepath"] == "/bin/echo" and e["path"] == "/bin/echo"
     assert e["cwd"] == str(workload["workdir"] / f"cd-{tag}")
     assert e["comm"] == "echo" and e["ppid"] == workload["pid"]

@@ -22,7 +22,7 @@ from capture import syscalls as sc
 from capture.btf import OFFSETS, VMLINUX_BTF, Btf
 from capture.decode import (
     EXEC_INFO, HEADER_DTYPE, RECORD_DTYPE, TF_ADDR, TF_ARGV_TRUNC, TF_AUX, TF_NO_RES, TF_PATH, TF_SOCK,
-    TI_ARGV, TI_CWD_PART, TI_EXEC_INFO, TI_EXEPATH, TI_PATH, TI_PATH2, Decoder, _slot_strings, _text, parse_bulky,
+    TF_ENV_TRUNC, TI_ARGV, TI_CWD_PART, TI_ENV, TI_EXEC_INFO, TI_EXEPATH, TI_PATH, TI_PATH2, Decoder, _slot_strings, _text, parse_bulky,
 )
 from capture.errors import RecorderError
 from capture.schema import COLUMN_NAMES, SCHEMA
@@ -287,3 +287,13 @@ def test_decoded_columns_follow_the_plan(syscall, args, res):
         if SCHEMA.field(column).type.bit_width == 32:
             raw = (raw & 0xFFFFFFFF) - (1 << 32 if raw & 0x80000000 else 0)
         assert row[column] == raw, column
+
+
+def test_environment_keeps_whole_entries_only():
+    execve = sc.BY_NAME["execve"].nr
+    rows = decode([], [
+        bulky_record(dict(ts=1, nr=execve), [(TI_ENV, b"A=1\0B=\0")]),
+        bulky_record(dict(ts=2, nr=execve, flags=TF_ENV_TRUNC), [(TI_ENV, b"A=1\0SECRET=abc")]),
+    ])
+    assert rows[0]["env"] == ["A=1", "B="]
+    assert rows[1]["env"] == ["A=1"]  # the cut entry is dropped, not shown half

@@ -125,3 +125,14 @@ def test_close_is_idempotent_and_reading_after_close_fails():
     with pytest.raises(RecorderError, match="closed"):
         src.poll(0)
     assert src.drops().user == 0
+
+
+def test_environment_is_recorded_only_when_asked():
+    tag = uuid.uuid4().hex
+    config = ProbeConfig(syscalls=frozenset({"execve"}), env=True, exclude_pids=frozenset({os.getpid()}))
+    with EventSource(config) as src:
+        subprocess.run(["/bin/true", f"env-{tag}"], env={"TRACE_MARK": tag, "PATH": "/usr/bin:/bin"}, check=True)
+        rows = drain_until(src, lambda rows: any(r["argv"] and f"env-{tag}" in r["argv"] for r in rows))
+    [e] = [r for r in rows if r["argv"] and f"env-{tag}" in r["argv"]]
+    assert sorted(e["env"]) == ["PATH=/usr/bin:/bin", f"TRACE_MARK={tag}"]
+    assert e["cwd"] == os.getcwd() and e["exe_from_memfd"] is False
