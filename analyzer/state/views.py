@@ -76,12 +76,12 @@ def events_sql(src: CaptureSource, since: int | None, until: int | None) -> str:
   FROM (
     SELECT r.*, {_ord()} AS _ord, s.host AS _host, s.name AS _segment, {rf.errno_sql("r.res")} AS _errno,
            CASE WHEN r.syscall IN {sql_list(_RES_FD_SYSCALLS)} THEN r.res WHEN r.fd IS NOT NULL THEN r.fd END AS _fd_num,
-           CASE WHEN _fd_num >= 0 THEN _fd_num
-                WHEN r.dirfd IS NOT NULL AND r.dirfd <> {AT_FDCWD} THEN r.dirfd END AS _lookup_fd
+           (CASE WHEN _fd_num >= 0 THEN _fd_num
+                 WHEN r.dirfd IS NOT NULL AND r.dirfd <> {AT_FDCWD} THEN r.dirfd END)::INTEGER AS _lookup_fd
     FROM read_parquet({files}, filename = true) r JOIN {a}.segments s ON s.name = parse_filename(r.filename)
     WHERE r.kind = 'evt'{time_filter}
   ) e
-  ASOF LEFT JOIN {a}.timeline w ON w.pid = e.pid AND e._ord >= w.ord
+  LEFT JOIN {a}.timeline w ON w.pid = e.pid AND e._ord >= w.ord AND e._ord < w.next_ord
   LEFT JOIN {a}.inc p ON p.key = w.key
   ASOF LEFT JOIN {a}.fd_state f ON f.life = w.life AND f.fd = e._lookup_fd AND e._ord >= f.ord
   LEFT JOIN {a}.ancestry a ON a.key = p.key
