@@ -103,6 +103,8 @@ class Follower:
         """Process what is new; False when nothing was."""
         chunks = source.poll()
         for chunk in chunks:
+            if self._stop.is_set():
+                break  # not checkpointed: a restart reads it again
             self._process(chunk, workdir)
         return bool(chunks)
 

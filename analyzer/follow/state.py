@@ -103,6 +103,7 @@ class BatchState:
             spill = workdir / "spill"
             spill.mkdir(mode=0o700, exist_ok=True)
             configure(self.con, spill)
+            self.con.execute("SET threads = 1")
             carried = None
             if carry is not None:
                 self.con.register(_FDS_VIEW, carry.fds)
