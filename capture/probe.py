@@ -87,21 +87,26 @@ class _Ring:
     def advance(self, pos: int) -> None:
         self._consumer.value = pos  # one aligned 8-byte store
 
-    def read_fixed(self, record_size: int) -> np.ndarray:
-        """All committed fixed-size records, copied out; the space is returned to the kernel."""
+    def peek_fixed(self, record_size: int) -> tuple[np.ndarray, int]:
+        """The committed fixed-size records, in place in the ring, and the position after them.
+
+        The caller decodes straight from the mapping (the decoder copies what
+        it keeps) and then calls advance(): no full copy of every record.
+        """
         cons, prod = self.positions()
         count = (prod - cons) // record_size
         if not count:
-            return np.empty(0, RECORD_DTYPE)
+            return np.empty(0, RECORD_DTYPE), cons
         start = cons & self.mask
         records = self.data[start: start + count * record_size].view(RECORD_DTYPE)
         busy = (records["rb_len"] & RB_BUSY) != 0
         if busy.any():
             count = int(np.argmax(busy))
             records = records[:count]
-        out = records[(records["rb_len"] & RB_DISCARD) == 0]  # a copy
-        self.advance(cons + count * record_size)
-        return out
+        discarded = (records["rb_len"] & RB_DISCARD) != 0
+        if discarded.any():  # rare: a path moved to the bulky ring
+            records = records[~discarded]
+        return records, cons + count * record_size
 
     def read_variable(self) -> list[bytes]:
         cons, prod = self.positions()
@@ -264,16 +269,19 @@ class EventSource:
         if self._bpf is None:
             raise RecorderError("the event source is closed")
         self._last_read = time.monotonic()
-        fixed = self._events.read_fixed(RECORD_DTYPE.itemsize)
+        fixed, fixed_end = self._events.peek_fixed(RECORD_DTYPE.itemsize)
         bulky = self._bulky.read_variable()
-        if not len(fixed) and not bulky:
-            return None
         try:
+            if not len(fixed) and not bulky:
+                return None
             return self._decoder.decode(fixed, bulky)
         except (ValueError, IndexError, UnicodeError, pa.ArrowException) as exc:
             self._user_drops += len(fixed) + len(bulky)  # counted in drops().user, never silent
             warnings.warn(f"could not decode {len(fixed) + len(bulky)} records: {exc}", RuntimeWarning, stacklevel=2)
             return None
+        finally:
+            del fixed  # no view into the ring outlives the decode
+            self._events.advance(fixed_end)
 
     def poll(self, timeout_ms: int = 100) -> pa.RecordBatch | None:
         """Events recorded since the last poll; waits up to timeout_ms for some."""
