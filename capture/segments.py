@@ -39,7 +39,7 @@ from capture.fsutil import (
     lock_capture_dir,
     publish,
 )
-from capture.layout import (
+from capture.layout import (  # list_segment_files, parse_segment_name: readers import them from here too
     SEGMENT_RE,
     list_segment_files,
     parse_segment_name,

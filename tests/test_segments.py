@@ -33,7 +33,7 @@ from capture.segments import (
     parse_segment_name,
     segment_name,
 )
-from capture.tail import TAIL_NAME, TailReader
+from capture.tail import TAIL_NAME
 from tests.synthetic import BASE_TS, event_batch, proc_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
