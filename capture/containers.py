@@ -10,12 +10,16 @@ Covered patterns (cgroup v1 and v2, systemd and cgroupfs drivers):
 * podman:      .../libpod-<id>.scope, /libpod_parent/libpod-<id>/...
   (`libpod-conmon-<id>.scope` is podman's monitor, a host process, as in Falco)
 
+Docker containers also get `container.name` and `container.image` from
+docker's state on disk; other runtimes' names stay null for now.
+
 Events carry the cgroup v2 id, the inode number of the cgroup's directory
 under the cgroup2 mount; `CgroupMap` walks that tree to map ids to paths.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -38,13 +42,35 @@ _PATTERNS = (
 )
 
 
-def container_id_from_cgroup(path: str) -> str:
-    """Falco's container.id for a process in cgroup `path` ('host' when none)."""
+def full_container_id(path: str) -> str | None:
+    """The runtime's 64-hex container id named by cgroup `path`, if any."""
     for pattern in _PATTERNS:
         match = pattern.search(path)
         if match:
-            return match.group(1)[:CONTAINER_ID_LEN]
-    return HOST
+            return match.group(1)
+    return None
+
+
+def container_id_from_cgroup(path: str) -> str:
+    """Falco's container.id for a process in cgroup `path` ('host' when none)."""
+    full = full_container_id(path)
+    return full[:CONTAINER_ID_LEN] if full else HOST
+
+
+def docker_name_and_image(full_id: str, docker_root: Path = Path("/var/lib/docker")) -> tuple[str | None, str | None]:
+    """container.name and container.image from docker's state on disk (None when not a docker container).
+
+    Reads `containers/<id>/config.v2.json`: `Name` (without docker's leading
+    '/') and `Config.Image` (the image as the user named it, like Falco).
+    containerd and podman keep theirs elsewhere; those stay unknown (null).
+    """
+    try:
+        config = json.loads((docker_root / "containers" / full_id / "config.v2.json").read_text())
+    except (OSError, ValueError):
+        return None, None
+    name = config.get("Name")
+    image = (config.get("Config") or {}).get("Image")
+    return (name.lstrip("/") if isinstance(name, str) else None), (image if isinstance(image, str) else None)
 
 
 def container_id_from_proc_cgroup(text: str) -> str:

@@ -18,7 +18,14 @@ from pathlib import Path
 import pyarrow as pa
 
 from capture import schema
-from capture.containers import CgroupMap, container_id_from_cgroup, container_id_from_proc_cgroup
+from capture.containers import (
+    HOST,
+    CgroupMap,
+    container_id_from_cgroup,
+    container_id_from_proc_cgroup,
+    docker_name_and_image,
+    full_container_id,
+)
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _GONE = (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError)
@@ -60,11 +67,17 @@ def take_snapshot(
     rows.extend(fd_rows)
     rows.extend(read_users(etc / "passwd", wall_ns))
     rows.extend(read_groups(etc / "group", wall_ns))
-    rows.extend(
-        {"kind": schema.KIND_CGROUP, "ts": wall_ns, "cgroup_id": cgroup_id, "cgroup_path": path, "container_id": container_id_from_cgroup(path)}
-        for cgroup_id, path in cgroups.items()
-    )
+    rows.extend(cgroup_row(cgroup_id, path, wall_ns) for cgroup_id, path in cgroups.items())
     return pa.Table.from_pylist(rows, schema=schema.SCHEMA)
+
+
+def cgroup_row(cgroup_id: int, path: str, wall_ns: int, docker_root: Path = Path("/var/lib/docker")) -> dict:
+    row = {"kind": schema.KIND_CGROUP, "ts": wall_ns, "cgroup_id": cgroup_id, "cgroup_path": path, "container_id": HOST}
+    full_id = full_container_id(path)
+    if full_id is not None:
+        name, image = docker_name_and_image(full_id, docker_root)
+        row.update(container_id=container_id_from_cgroup(path), container_name=name, container_image=image)
+    return row
 
 
 def _pids(proc: Path) -> list[int]:

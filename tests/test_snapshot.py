@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 
 from capture import schema
 from capture.containers import HOST, CgroupMap, cgroup2_mount, container_id_from_cgroup, container_id_from_proc_cgroup
-from capture.snapshot import parse_inet_address, take_snapshot
+from capture.snapshot import cgroup_row, parse_inet_address, take_snapshot
 
 CID = "3f1e9c0d2b7a" + "4" * 52
 
@@ -190,3 +191,16 @@ def test_process_in_a_container_cgroup_gets_its_id(docker_like_cgroup):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_cgroup_rows_name_docker_containers_from_dockers_state(tmp_path):
+    state = tmp_path / "docker" / "containers" / CID
+    state.mkdir(parents=True)
+    (state / "config.v2.json").write_text(json.dumps({"ID": CID, "Name": "/web-1", "Config": {"Image": "nginx:1.27"}}))
+    path = f"/system.slice/docker-{CID}.scope"
+    row = cgroup_row(42, path, 7, docker_root=tmp_path / "docker")
+    assert (row["container_id"], row["container_name"], row["container_image"]) == (CID[:12], "web-1", "nginx:1.27")
+    podman = cgroup_row(43, f"/machine.slice/libpod-{CID[::-1]}.scope", 7, docker_root=tmp_path / "docker")
+    assert podman["container_id"] == CID[::-1][:12] and podman["container_name"] is None and podman.get("container_image") is None
+    assert cgroup_row(1, "/", 7)["container_id"] == HOST
+
