@@ -62,7 +62,7 @@ def _names(values: tuple[str, ...]) -> frozenset[str]:
 @click.option("--ring-size", type=Size(), default="64M", show_default=True, help="Kernel ring buffer size (a power of two, >= 1M).")
 @click.option("--tail/--no-tail", default=True, show_default=True,
               help="Mirror the open segment into current.arrows for `trace hunt --follow` and crash recovery.")
-@click.option("--env", "with_env", is_flag=True, help="Also record process environments in the snapshots (they hold secrets).")
+@click.option("--env", "with_env", is_flag=True, help="Also record environments: exec events and snapshots (they hold secrets).")
 @click.option("--status/--no-status", default=None, help="Status line on stderr [default: when stderr is a TTY].")
 def record(directory, duration, count, rotate_size, rotate_time, rotate_events, keep_segments, keep_bytes, keep_age,
            syscalls, pids, comms, containers, cgroup_paths, ring_size, tail, with_env, status):
@@ -89,6 +89,7 @@ def record(directory, duration, count, rotate_size, rotate_time, rotate_events, 
         cgroup_ids=frozenset(cgroup_ids),
         exclude_pids=frozenset({os.getpid()}),
         ring_bytes=ring_size,
+        env=with_env,
     )
     options = RecordOptions(
         directory=directory,

@@ -162,15 +162,17 @@ def test_comm_and_syscall_filters(tmp_path):
     comm = "trc" + uuid.uuid4().hex[:8]
     program = tmp_path / comm
     shutil.copy("/bin/cat", program)
-    recorder = start_recorder(capture, "--comm", comm, "--syscalls", "openat")
+    recorder = start_recorder(capture, "--comm", comm, "--syscalls", "openat,execve", "--env")
     for _ in range(3):
-        run(str(program), "/etc/hostname")
+        run(str(program), "/etc/hostname", env={"TRACE_MARKER": comm})
     code, err = stop_recorder(recorder)
     assert code == 0, err
     table = events(capture)
     assert set(table["comm"].to_pylist()) == {comm}
-    assert set(table["syscall"].cast(pa.string()).to_pylist()) == {"openat", "procexit"}
+    assert set(table["syscall"].cast(pa.string()).to_pylist()) == {"openat", "execve", "procexit"}
     assert len(rows_where(table, path="/etc/hostname")) == 3
+    execs = rows_where(table, syscall="execve")
+    assert len(execs) == 3 and all(f"TRACE_MARKER={comm}" in r["env"] for r in execs)
 
 
 @pytest.fixture
