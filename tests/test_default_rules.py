@@ -162,3 +162,15 @@ def test_each_rule_fires_on_its_attack_and_not_on_its_near_miss():
 def test_tag_selection(tag):
     plan = plan_hunt(default_rules_files(), tags=[tag])
     assert plan.runnable and all(tag in rule.tags for rule in plan.runnable)
+
+
+def test_selecting_a_disabled_rule_says_so(tmp_path):
+    from analyzer.errors import TraceError
+
+    rules = tmp_path / "off.yaml"
+    rules.write_text("- rule: Quiet\n  desc: d\n  condition: evt.type = open\n  output: o\n  priority: INFO\n"
+                     "  enabled: false\n")
+    with pytest.raises(TraceError, match="'Quiet' is disabled"):
+        plan_hunt([rules], names=["Quiet"])
+    with pytest.raises(TraceError, match="no rule named 'Loud'"):
+        plan_hunt([rules], names=["Loud"])

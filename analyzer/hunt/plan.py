@@ -46,8 +46,13 @@ def field_sql(out_field: OutputField, catalog: Catalog = CATALOG) -> str | None:
     return catalog.resolve(out_field.spec.name, out_field.arg).sql
 
 
-def _select(rules: Sequence[CompiledRule], names: Sequence[str], tags: Sequence[str]) -> list[CompiledRule]:
+def _select(
+    rules: Sequence[CompiledRule], names: Sequence[str], tags: Sequence[str], disabled: set[str]
+) -> list[CompiledRule]:
     known = {rule.name for rule in rules}
+    off = [name for name in names if name in disabled and name not in known]
+    if off:
+        raise TraceError(f"--rule: {', '.join(repr(n) for n in off)} is disabled in the rules files (enabled: false)")
     missing = [name for name in names if name not in known]
     if missing:
         raise TraceError(f"--rule: no rule named {', '.join(repr(m) for m in missing)} in the rules files")
@@ -80,7 +85,8 @@ def plan_hunt(
     catalog: Catalog = CATALOG,
 ) -> HuntPlan:
     ruleset = load_rules([str(f) for f in rules_files])
-    compiled = _select(compile_ruleset(ruleset.enabled_rules, catalog), names, tags)
+    disabled = {rule.name for rule in ruleset.rules if not rule.enabled}
+    compiled = _select(compile_ruleset(ruleset.enabled_rules, catalog), names, tags, disabled)
     runnable: list[HuntRule] = []
     unsupported: list[UnsupportedRule] = []
     gaps: list[UnsupportedRule] = []
