@@ -283,6 +283,18 @@ class EventSource:
             del fixed  # no view into the ring outlives the decode
             self._events.advance(fixed_end)
 
+    def read_raw(self) -> tuple[np.ndarray, list[bytes]]:
+        """Whatever is in the rings now, undecoded: a copy of the fixed records and the bulky payloads.
+
+        For replaying real ring contents through the decoder (bench/decode_bench).
+        """
+        if self._bpf is None:
+            raise RecorderError("the event source is closed")
+        fixed, fixed_end = self._events.peek_fixed(RECORD_DTYPE.itemsize)
+        fixed = fixed.copy()
+        self._events.advance(fixed_end)
+        return fixed, self._bulky.read_variable()
+
     def poll(self, timeout_ms: int = 100) -> pa.RecordBatch | None:
         """Events recorded since the last poll; waits up to timeout_ms for some."""
         deadline = time.monotonic() + timeout_ms / 1000
