@@ -212,6 +212,23 @@ def test_default_rules_follow_the_demo_incident_kill_chain(tmp_path):
     assert fired.index("Shell Spawned by Service Process") < fired.index("Cron Job Created or Modified")
 
 
+def test_several_captures_hunt_together_in_time_order(captures, tmp_path):
+    demo = Path(shutil.copytree(ROOT / "fixtures" / "demo", tmp_path / "demo"))
+    cap = captures["sensitive_read_untrusted"]
+    store = tmp_path / "a.parquet"
+    result = hunt("--format", "json", "--alerts", str(store), str(demo), str(cap))
+    assert result.exit_code == 3, result.stderr
+    alerts = [json.loads(line) for line in result.stdout.splitlines()]
+    times = [a["output_fields"]["evt.time"] for a in alerts]
+    assert times == sorted(times)
+    commands = {a["output_fields"].get("proc.cmdline") for a in alerts}
+    assert "cat /etc/shadow" in commands and len(alerts) > 1
+    segments = {row["_segment"] for row in pq.read_table(store).to_pylist()}
+    assert len(segments) == 2  # one segment from each capture
+    assert json.loads(pq.read_schema(store).metadata[b"trace.alerts.captures"]) == [str(demo.resolve()),
+                                                                                     str(cap.resolve())]
+
+
 def test_real_binary_exit_codes(captures, tmp_path):
     """The installed console script, not the in-process runner: 3 with alerts, 0 without, 2 on usage."""
     out = ["--alerts", str(tmp_path / "a.parquet")]
