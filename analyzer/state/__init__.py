@@ -83,7 +83,9 @@ def open_captures(
         alias = f"cap{index}"
         con.execute(f"ATTACH '{_quote(str(db_path))}' AS {alias} (READ_ONLY)")
         good = {row[0] for row in con.execute(f"SELECT name FROM {alias}.segments").fetchall()}
-        source = CaptureSource(alias, tuple(s.path for s in capture.segments if s.name in good), capture.id_prefix)
+        readable = [s for s in capture.segments if s.name in good]
+        source = CaptureSource(alias, tuple(s.path for s in readable), tuple(s.host for s in readable),
+                               capture.id_prefix)
         if not source.paths:
             continue
         usable.append(capture)

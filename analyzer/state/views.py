@@ -28,6 +28,7 @@ _UINT32_MAX = 4294967295
 class CaptureSource:
     alias: str  # the attached state database
     paths: tuple[Path, ...]  # readable segments
+    hosts: tuple[str, ...]  # the host of each segment
     key_prefix: int
 
 
@@ -50,11 +51,22 @@ def events_sql(src: CaptureSource, since: int | None, until: int | None) -> str:
         time_filter += f" AND r.ts >= {int(since)}"
     if until is not None:
         time_filter += f" AND r.ts < {int(until)}"
-    fd_live = "(f.op IS NOT NULL AND f.op <> 'close')"  # the looked-up fd (or dirfd) is open
+    # The fd (or dirfd) is open in this process: the latest change of (pid, fd)
+    # is not a close and belongs to the event's life (not to an earlier
+    # process that had the same pid). Keying the ASOF join on pid lets it run
+    # first, straight on the Parquet scan, which measured 5x faster than after
+    # the process joins.
+    fd_live = "(f.op IS NOT NULL AND f.op <> 'close' AND f.life = w.life)"
+    # the host of each segment (a capture directory usually has one)
+    host_of = {str(p): host for p, host in zip(src.paths, src.hosts)}
+    if len(set(host_of.values())) == 1:
+        hosts = _q(next(iter(host_of.values())))
+    else:
+        hosts = "map_extract_value(MAP {" + ", ".join(f"{_q(k)}: {_q(v)}" for k, v in host_of.items()) + "}, r.filename)"
     dir_base = f"CASE WHEN coalesce(e.dirfd, {AT_FDCWD}) = {AT_FDCWD} THEN w.cwd WHEN {fd_live} THEN f.name END"
     path2_base = f"CASE WHEN coalesce(e.dirfd2, {AT_FDCWD}) = {AT_FDCWD} THEN w.cwd END"
     inner = f"""
-  SELECT e.*,
+  SELECT e.*, {rf.errno_sql("e.res")} AS _errno,
          p.key AS _p_key, p.life_key AS _p_life, p.argv AS _p_argv, p.exepath AS _p_exepath, p.vpid AS _p_vpid,
          p.sid AS _p_sid, p.pgid AS _p_pgid, p.tty AS _p_tty, p.loginuid AS _p_loginuid, p.env AS _p_env,
          p.cap_effective AS _p_cap_effective, p.cap_permitted AS _p_cap_permitted,
@@ -74,16 +86,16 @@ def events_sql(src: CaptureSource, since: int | None, until: int | None) -> str:
          lu.name AS _lu_name, ct.name AS _ct_name, ct.image AS _ct_image,
          names.users AS _users, names.groups AS _groups
   FROM (
-    SELECT r.*, {_ord()} AS _ord, s.host AS _host, s.name AS _segment, {rf.errno_sql("r.res")} AS _errno,
+    SELECT r.* EXCLUDE (filename), {_ord()} AS _ord, {hosts} AS _host, parse_filename(r.filename) AS _segment,
            CASE WHEN r.syscall IN {sql_list(_RES_FD_SYSCALLS)} THEN r.res WHEN r.fd IS NOT NULL THEN r.fd END AS _fd_num,
            (CASE WHEN _fd_num >= 0 THEN _fd_num
                  WHEN r.dirfd IS NOT NULL AND r.dirfd <> {AT_FDCWD} THEN r.dirfd END)::INTEGER AS _lookup_fd
-    FROM read_parquet({files}, filename = true) r JOIN {a}.segments s ON s.name = parse_filename(r.filename)
+    FROM read_parquet({files}, filename = true) r
     WHERE r.kind = 'evt'{time_filter}
   ) e
+  ASOF LEFT JOIN {a}.fd_state f ON f.pid = e.pid AND f.fd = e._lookup_fd AND e._ord >= f.ord
   LEFT JOIN {a}.timeline w ON w.pid = e.pid AND e._ord >= w.ord AND e._ord < w.next_ord
   LEFT JOIN {a}.inc p ON p.key = w.key
-  ASOF LEFT JOIN {a}.fd_state f ON f.life = w.life AND f.fd = e._lookup_fd AND e._ord >= f.ord
   LEFT JOIN {a}.ancestry a ON a.key = p.key
   LEFT JOIN {a}.life_start ls ON ls.life_key = p.life_key
   LEFT JOIN {a}.users u ON u.uid = e.uid
