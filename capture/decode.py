@@ -192,6 +192,13 @@ class Decoder:
         # Headers packed contiguously (one pass over the ring copy).
         fixed_words = fixed.view(np.uint64).reshape(len(fixed), RECORD_DTYPE.itemsize // 8)[:, 1:1 + HEADER_WORDS]
         words = np.concatenate([fixed_words] + [h.view(np.uint64).reshape(1, HEADER_WORDS) for h, _ in parsed])
+        order = None
+        if parsed:
+            # Two rings: time order is restored on the headers, before any
+            # column exists, so only the few columns that do not come from
+            # the headers need reordering (a take per column costs a pass).
+            order = np.argsort(words[:, 0], kind="stable")  # word 0: ts
+            words = words[order]
         headers = words.view(HEADER_DTYPE).reshape(len(words))
         extras = [x for _, x in parsed]
         n_fixed, n = len(fixed), len(headers)
@@ -202,22 +209,21 @@ class Decoder:
         cols = self._header_columns(headers, w)
         flags = (w[14] & 0xFFFF).astype(np.uint16)
 
-        slot_flags, slot_lengths = flags[:n_fixed], ((w[14] >> 16) & 0xFFFF)[:n_fixed]
+        slot_word = fixed_words[:, 14]  # flags and path_len, in ring order like the path slots
+        slot_flags, slot_lengths = slot_word & 0xFFFF, (slot_word >> 16) & 0xFFFF
         path_fixed = self._slot_column(fixed["path"], slot_lengths, (slot_flags & TF_PATH) != 0)
         unix_fixed = self._slot_column(fixed["path"], slot_lengths, (slot_flags & TF_ADDR_UNIX) != 0)
-        cols["path"] = self._append(path_fixed, [x.path for x in extras])
-        cols["addr_path"] = self._unix_paths(unix_fixed, len(extras))
+        cols["path"] = _in_order(self._append(path_fixed, [x.path for x in extras]), order)
+        cols["addr_path"] = _in_order(self._unix_paths(unix_fixed, len(extras)), order)
         cols["sock_family"] = self._socket_family(w, flags)
         cols.update(self._socket_columns(headers, flags))
         if extras:
-            cols["path2"] = self._tail(n_fixed, [x.path2 for x in extras], pa.string())
-            cols.update(self._exec_columns(n_fixed, extras))
+            row_of = np.empty(n, np.intp)
+            row_of[order] = np.arange(n)
+            cols.update(self._bulky_columns(n, row_of[n_fixed:], extras))
 
         arrays = [cols[name] if name in cols else pa.nulls(n, SCHEMA.field(name).type) for name in COLUMN_NAMES]
-        batch = pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
-        if parsed:  # two rings: restore time order
-            batch = batch.take(pa.array(np.argsort(headers["ts"], kind="stable")))
-        return batch
+        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
     @staticmethod
     def _slot_column(slots: np.ndarray, lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
@@ -336,22 +342,20 @@ class Decoder:
     def _append(head: pa.Array, tail: list) -> pa.Array:
         return pa.concat_arrays([head, pa.array(tail, head.type)]) if tail else head
 
-    @staticmethod
-    def _tail(n_fixed: int, values: list, typ: pa.DataType) -> pa.Array:
-        return pa.concat_arrays([pa.nulls(n_fixed, typ), pa.array(values, typ)])
-
-    def _exec_columns(self, n_fixed: int, extras: list[BulkyExtras]) -> dict[str, pa.Array]:
+    def _bulky_columns(self, n: int, rows: np.ndarray, extras: list[BulkyExtras]) -> dict[str, pa.Array]:
+        """Columns only bulky records fill: built for those few, then spread to their rows in one take."""
         infos = [x.info for x in extras]
 
         def info_col(index: int, typ: pa.DataType, convert=lambda v: v) -> pa.Array:
-            return self._tail(n_fixed, [None if i is None else convert(i[index]) for i in infos], typ)
+            return pa.array([None if i is None else convert(i[index]) for i in infos], typ)
 
-        return {
-            "exepath": self._tail(n_fixed, [x.exepath for x in extras], pa.string()),
-            "argv": self._tail(n_fixed, [x.argv for x in extras], pa.list_(pa.string())),
-            "argv_truncated": self._tail(n_fixed, [x.argv_truncated for x in extras], pa.bool_()),
-            "env": self._tail(n_fixed, [x.env for x in extras], pa.list_(pa.string())),
-            "cwd": self._tail(n_fixed, [x.cwd for x in extras], pa.string()),
+        few = {
+            "path2": pa.array([x.path2 for x in extras], pa.string()),
+            "exepath": pa.array([x.exepath for x in extras], pa.string()),
+            "argv": pa.array([x.argv for x in extras], pa.list_(pa.string())),
+            "argv_truncated": pa.array([x.argv_truncated for x in extras], pa.bool_()),
+            "env": pa.array([x.env for x in extras], pa.list_(pa.string())),
+            "cwd": pa.array([x.cwd for x in extras], pa.string()),
             "proc_start_ts": info_col(0, pa.int64(), lambda v: v + self.boot_ns),
             "cap_effective": info_col(1, pa.int64(), _signed64),
             "cap_permitted": info_col(2, pa.int64(), _signed64),
@@ -362,9 +366,22 @@ class Decoder:
             "pgid": info_col(7, pa.int32()),
             "vpid": info_col(8, pa.int32()),
             "exe_from_memfd": info_col(9, pa.bool_(), bool),
-            "exe_upper_layer": self._tail(
-                n_fixed, [None if i is None or i[10] > 1 else bool(i[10]) for i in infos], pa.bool_()),
+            "exe_upper_layer": pa.array([None if i is None or i[10] > 1 else bool(i[10]) for i in infos], pa.bool_()),
         }
+        index = np.full(n, len(extras), np.int32)  # one past the end: null
+        index[rows] = np.arange(len(extras), dtype=np.int32)
+        spread = pa.RecordBatch.from_arrays(
+            [pa.concat_arrays([a, pa.nulls(1, a.type)]) for a in few.values()], names=list(few)
+        ).take(pa.array(index))
+        return dict(zip(few, spread.columns))
+
+
+def _in_order(column: pa.Array, order: np.ndarray | None) -> pa.Array:
+    if order is None:
+        return column
+    if column.null_count == len(column):
+        return column
+    return column.take(pa.array(order))
 
 
 def _signed64(v: int) -> int:
