@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -26,7 +27,7 @@ from analyzer.errors import TraceError
 from analyzer.follow.checkpoint import Checkpoint
 from analyzer.follow.sinks import JsonlSink
 from analyzer.follow.source import CaptureSource, Chunk
-from analyzer.follow.state import BatchState, StateCarry
+from analyzer.follow.state import BatchState, StateCarry, open_connection
 from analyzer.hunt.engine import HuntRule, Scan, UnsupportedRule, bind_check, build_scan, run_hunt
 from analyzer.hunt.plan import field_sql
 from analyzer.output import Alert, utc_offset_now
@@ -79,6 +80,7 @@ class Follower:
         self._stop = threading.Event()
         self._utc_offset = utc_offset_now()
         self._scan: Scan | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
         self._carry: StateCarry | None = None
         self._pending: Chunk | None = None  # snapshot rows waiting for their segment's first events
         self._resume_after = checkpoint.last_evt_num
@@ -97,6 +99,9 @@ class Follower:
                         self._stop.wait(self._interval_s)
             finally:
                 source.close()
+                if self._con is not None:
+                    self._con.close()
+                    self._con = None
         return self.result
 
     def step(self, source: CaptureSource, workdir: Path) -> bool:
@@ -119,7 +124,9 @@ class Follower:
             return
         first, last = pc.min(nums).as_py(), pc.max(nums).as_py()
         warnings: list[str] = []
-        state = BatchState(workdir, self.capture_dir, chunk.segment, chunk.rows, first, self._carry, warnings)
+        if self._con is None:
+            self._con = open_connection(workdir)
+        state = BatchState(self._con, workdir, self.capture_dir, chunk.segment, chunk.rows, first, self._carry, warnings)
         try:
             for warning in warnings:
                 self._warn(warning)
@@ -136,10 +143,7 @@ class Follower:
             self.checkpoint.save()
 
     def _hunt(self, state: BatchState) -> None:
-        from analyzer.sql.compiler import install_runtime
-
         con = state.con
-        install_runtime(con)
         if self._scan is None:
             checked = bind_check(con, self._rules, field_sql)
             self.result.rejected, self.result.field_gaps = checked.rejected, checked.field_gaps

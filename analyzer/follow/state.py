@@ -28,6 +28,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analyzer.sql.compiler import install_runtime
 from analyzer.state.build import Carried, materialize
 from analyzer.state.cache import configure
 from analyzer.state.inputs import Capture, Segment
@@ -37,6 +38,7 @@ from capture import schema
 _FDS_VIEW = "_carried_fds"
 _LINEAGE_VIEW = "_carried_lineage"
 CARRY_NAME = "carry.parquet"
+_BATCH_SCHEMA = "follow_batch"
 
 
 @dataclass(frozen=True)
@@ -76,11 +78,23 @@ def _write_private(table: pa.Table, path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+def open_connection(workdir: Path) -> duckdb.DuckDBPyConnection:
+    """The follower's one connection: macros installed once, each batch in a schema of its own."""
+    con = duckdb.connect()
+    spill = workdir / "spill"
+    spill.mkdir(mode=0o700, exist_ok=True)
+    configure(con, spill)
+    con.execute("SET threads = 1")  # batches are small: a second thread costs more than it brings
+    install_runtime(con)  # the compiled rules' macros, in main: batch schemas come and go
+    return con
+
+
 class BatchState:
-    """One batch resolved in its own DuckDB connection, with an `events` view over it."""
+    """One batch resolved into its own schema of `con`, with an `events` view over it."""
 
     def __init__(
         self,
+        con: duckdb.DuckDBPyConnection,
         workdir: Path,
         capture_dir: Path,
         segment: SegmentInfo,
@@ -98,22 +112,22 @@ class BatchState:
             segments.append(_segment(carry_path, segment))
         segments.append(_segment(batch_path, segment))
         capture = Capture(capture_dir, tuple(segments))
-        self.con = duckdb.connect()
+        self.con = con
+        self._schema = _BATCH_SCHEMA
+        con.execute(f"DROP SCHEMA IF EXISTS {self._schema} CASCADE")
+        con.execute(f"CREATE SCHEMA {self._schema}")
+        con.execute(f"USE {self._schema}")
         try:
-            spill = workdir / "spill"
-            spill.mkdir(mode=0o700, exist_ok=True)
-            configure(self.con, spill)
-            self.con.execute("SET threads = 1")
             carried = None
             if carry is not None:
-                self.con.register(_FDS_VIEW, carry.fds)
-                self.con.register(_LINEAGE_VIEW, carry.lineage)
+                con.register(_FDS_VIEW, carry.fds)
+                con.register(_LINEAGE_VIEW, carry.lineage)
                 carried = Carried(_FDS_VIEW, _LINEAGE_VIEW)
-            materialize(self.con, capture, warnings, carried)
-            source = CaptureSource("main", (batch_path,), capture.id_prefix)
-            self.con.execute(f"CREATE TEMP VIEW events AS {events_sql(source, None, None)}")
+            materialize(con, capture, warnings, carried)
+            source = CaptureSource(self._schema, (batch_path,), (segment.host,), capture.id_prefix)
+            con.execute(f"CREATE OR REPLACE TEMP VIEW events AS {events_sql(source, None, None)}")
         except BaseException:
-            self.con.close()
+            self.close()
             raise
 
     def carry(self) -> StateCarry:
@@ -128,7 +142,13 @@ class BatchState:
         return StateCarry(snapshot, fds, lineage)
 
     def close(self) -> None:
-        self.con.close()
+        """Drop the batch's tables; the connection stays for the next batch."""
+        con = self.con
+        con.execute("USE main")
+        con.execute("DROP VIEW IF EXISTS events")
+        for view in (_FDS_VIEW, _LINEAGE_VIEW):
+            con.unregister(view)
+        con.execute(f"DROP SCHEMA IF EXISTS {self._schema} CASCADE")
 
 
 def _segment(path: Path, segment: SegmentInfo) -> Segment:
