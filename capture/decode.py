@@ -108,20 +108,33 @@ def parse_bulky(record: bytes, argv_max: int) -> tuple[np.ndarray, BulkyExtras]:
 
 
 def _slot_strings(slots: np.ndarray, lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
-    """Fixed-width byte slots -> string array, vectorized (rows are cut at their length)."""
-    n = len(lengths)
-    lengths = np.where(valid, np.minimum(lengths, slots.shape[1] if slots.ndim == 2 else 0), 0).astype(np.int32)
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    width = int(lengths.max()) if n else 0
-    data = slots[:, :width][np.arange(width) < lengths[:, None]] if width else np.empty(0, np.uint8)
-    arr = pa.Array.from_buffers(
-        pa.string(), n, [pa.py_buffer(np.packbits(valid, bitorder="little")), pa.py_buffer(offsets), pa.py_buffer(data)]
-    )
+    """Fixed-width byte slots (rows of a strided 2-D uint8 view) -> string array, rows cut at their length.
+
+    Arrow's string_view points at each row's bytes where they lie, so numpy
+    only fills 16 bytes per row and Arrow's cast to string gathers the bytes
+    in one pass (a numpy mask over the whole slot width cost several).
+    """
+    n, width = (slots.shape[0], slots.shape[1]) if slots.ndim == 2 else (len(lengths), 0)
+    if not n or not width:
+        return pa.array([None if not ok else "" for ok in valid], pa.string())
+    lengths = np.where(valid, np.minimum(lengths, width), 0).astype(np.int32)
+    stride = slots.strides[0]
+    # The slots as one contiguous byte range (row i's slot starts at i * stride).
+    region = np.lib.stride_tricks.as_strided(slots, shape=((n - 1) * stride + width,), strides=(1,), writeable=False)
+    views = np.zeros((n, 4), np.int32)  # Arrow's 16-byte view: length, then 12 inline bytes or prefix/buffer/offset
+    views[:, 0] = lengths
+    inline = min(12, width)
+    head = np.where(np.arange(inline) < lengths[:, None], slots[:, :inline], 0).astype(np.uint8)  # zero-padded
+    views.view(np.uint8).reshape(n, 16)[:, 4:4 + inline] = head
+    long_rows = np.flatnonzero(lengths > 12)  # bytes 4..8 already hold their 4-byte prefix
+    views[long_rows, 2] = 0
+    views[long_rows, 3] = long_rows * stride
+    bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    arr = pa.Array.from_buffers(pa.string_view(), n, [bitmap, pa.py_buffer(views), pa.py_buffer(region)]).cast(pa.string())
     try:
         arr.validate(full=True)
     except pa.ArrowInvalid:  # invalid UTF-8 somewhere: escape row by row
-        raw = pa.Array.from_buffers(pa.binary(), n, arr.buffers())
+        raw = arr.view(pa.binary())
         arr = pa.array([None if v is None else _text(v) for v in raw.to_pylist()], pa.string())
     return arr
 
@@ -189,11 +202,11 @@ class Decoder:
     def decode(self, fixed: np.ndarray, bulky: list[bytes]) -> pa.RecordBatch:
         """`fixed`: RECORD_DTYPE rows (committed, not discarded); `bulky`: raw bulky payloads."""
         parsed = [parse_bulky(rec, self.argv_max) for rec in bulky]
-        # Headers packed contiguously (one pass over the ring copy).
+        # The headers as rows of words, in place in the ring while there is no bulky record.
         fixed_words = fixed.view(np.uint64).reshape(len(fixed), RECORD_DTYPE.itemsize // 8)[:, 1:1 + HEADER_WORDS]
-        words = np.concatenate([fixed_words] + [h.view(np.uint64).reshape(1, HEADER_WORDS) for h, _ in parsed])
-        order = None
+        words, order = fixed_words, None
         if parsed:
+            words = np.concatenate([fixed_words] + [h.view(np.uint64).reshape(1, HEADER_WORDS) for h, _ in parsed])
             # Two rings: time order is restored on the headers, before any
             # column exists, so only the few columns that do not come from
             # the headers need reordering (a take per column costs a pass).
@@ -202,9 +215,9 @@ class Decoder:
         headers = words.view(HEADER_DTYPE).reshape(len(words))
         extras = [x for _, x in parsed]
         n_fixed, n = len(fixed), len(headers)
-        # One transposing copy: each header word becomes a contiguous row, so
-        # the per-column work reads memory sequentially instead of striding
-        # over whole records once per column.
+        # One transposing copy (the first pass over the ring): each header word
+        # becomes a contiguous row, so the per-column work reads memory
+        # sequentially instead of striding over whole records once per column.
         w = np.ascontiguousarray(words.T)
         cols = self._header_columns(headers, w)
         flags = (w[14] & 0xFFFF).astype(np.uint16)
