@@ -156,10 +156,13 @@ def _ints(values: np.ndarray, valid: np.ndarray | None, typ: pa.DataType, bits: 
     return pa.Array.from_buffers(typ, len(values), [bitmap, pa.py_buffer(values)])
 
 
-def _c_string_lengths(slots: np.ndarray) -> np.ndarray:
-    """Bytes before the first NUL of each row (the row's width when it has none)."""
-    nul = slots == 0
-    return np.where(nul.any(axis=1), nul.argmax(axis=1), slots.shape[1])
+def _comm_strings(low: np.ndarray, high: np.ndarray) -> pa.Array:
+    """comm from its two header words (bytes 0-7, 8-15): the few distinct values are decoded once."""
+    packed = np.empty((len(low), 2), np.uint64)
+    packed[:, 0], packed[:, 1] = low, high
+    encoded = pa.Array.from_buffers(pa.binary(16), len(low), [None, pa.py_buffer(packed)]).dictionary_encode()
+    names = [_text(raw.split(b"\0", 1)[0]) for raw in encoded.dictionary.to_pylist()]
+    return pa.array(names, pa.string()).take(encoded.indices)
 
 
 def _sparse_strings(n: int, values: dict[int, str]) -> pa.Array:
@@ -250,7 +253,6 @@ class Decoder:
         args = w[3:9].view(np.int64)
         res = w[2].view(np.int64)
         has_res = (flags & TF_NO_RES) == 0
-        comm = h["comm"]
         cols: dict[str, pa.Array] = {
             "kind": pa.DictionaryArray.from_arrays(_ints(np.zeros(n, np.int32), None, pa.int32()), self._kinds),
             "ts": _ints(w[0].view(np.int64) + self.boot_ns, None, pa.int64()),
@@ -260,7 +262,7 @@ class Decoder:
             "ppid": _ints((w[12] & 0xFFFFFFFF).astype(np.int32), None, pa.int32()),
             "uid": _ints((w[12] >> 32).view(np.int64), None, pa.int64()),
             "gid": _ints((w[13] & 0xFFFFFFFF).view(np.int64), None, pa.int64()),
-            "comm": _slot_strings(comm, _c_string_lengths(comm), np.ones(n, bool)),
+            "comm": _comm_strings(w[16], w[17]),
             "cgroup_id": _ints(w[1].view(np.int64), None, pa.int64()),
             "syscall": pa.DictionaryArray.from_arrays(
                 _ints(self._name_index[nr], None, pa.int32()), self._names_array),
