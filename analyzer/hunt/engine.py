@@ -46,7 +46,7 @@ class HuntRule:
     """A compiled, supported rule ready to run."""
 
     name: str
-    condition_sql: str  # a boolean expression over the events view
+    condition_sql: str  # a boolean over the events view, run where NULL means false (CASE WHEN)
     evttypes: frozenset[str] | None  # None: the condition does not restrict evt.type
     priority: str  # Falco's spelling (Priority.falco_name)
     output: OutputFormat

@@ -109,7 +109,7 @@ def plan_hunt(
         runnable.append(
             HuntRule(
                 name=rule.name,
-                condition_sql=rule.sql,  # type: ignore[arg-type]
+                condition_sql=rule.filter_sql,  # type: ignore[arg-type]
                 evttypes=rule.evttypes,
                 priority=rule.priority.falco_name,
                 output=output,

@@ -5,7 +5,9 @@ Public API (what `trace hunt` and `trace rules check --sql` call):
 * ``compile_condition(expr, catalog=CATALOG, rule=None) -> CompiledCondition``
   for one expanded condition AST (macros and lists substituted).
   ``CompiledCondition.sql`` is a boolean SQL expression over the events view
-  (None when unsupported), ``evttypes`` the event-type names the condition
+  (None when unsupported), never NULL; ``filter_sql`` the same condition for
+  a WHERE or CASE WHEN (NULL where ``sql`` is false; much cheaper there, as
+  DuckDB short-circuits its AND/OR), ``evttypes`` the event-type names the condition
   can match (None: not restricted to a finite set), ``unsupported`` every
   field the capture cannot serve, with the reason, and ``error`` a condition
   libsinsp itself would reject (bad number, operator not valid for the type).
@@ -28,7 +30,7 @@ from typing import Any
 from analyzer.condition import ast
 from analyzer.condition.evttypes import evttypes as infer_evttypes
 from analyzer.fields.catalog import CATALOG, Catalog, FieldError
-from analyzer.sql.generator import CompileError, Generator
+from analyzer.sql.generator import CompileError, Generator, definite
 from analyzer.sql.runtime import install_runtime
 
 __all__ = [
@@ -63,6 +65,7 @@ class CompiledCondition:
     evttypes: frozenset[str] | None
     unsupported: list[Unsupported] = field(default_factory=list)
     error: CompileError | None = None
+    filter_sql: str | None = None  # the same condition for WHERE / CASE WHEN: NULL there means false
 
     @property
     def supported(self) -> bool:
@@ -83,6 +86,7 @@ class CompiledRule:
     unsupported: list[Unsupported] = field(default_factory=list)
     error: CompileError | None = None
     rule: Any = None  # the loader's rule object, for locations
+    filter_sql: str | None = None  # ``sql`` for WHERE / CASE WHEN: may be NULL where ``sql`` is false
 
     @property
     def supported(self) -> bool:
@@ -112,14 +116,14 @@ def compile_condition(expr: ast.Node, catalog: Catalog = CATALOG, rule: str | No
     evttypes = _evttypes(expr)
     missing = unsupported_fields(expr, catalog, rule)
     try:
-        sql = Generator(catalog, rule).generate(expr)
+        filter_sql = Generator(catalog, rule).filter(expr)
     except CompileError as exc:
         if exc.invalid:
             return CompiledCondition(None, evttypes, missing, exc)
         if not missing:
             missing = [Unsupported(exc.field, exc.reason, exc.span, rule, exc.node)]
         return CompiledCondition(None, evttypes, missing)
-    return CompiledCondition(sql, evttypes, [])
+    return CompiledCondition(definite(filter_sql), evttypes, [], filter_sql=filter_sql)
 
 
 def compile_ruleset(ruleset: Any, catalog: Catalog = CATALOG,
@@ -143,6 +147,6 @@ def compile_ruleset(ruleset: Any, catalog: Catalog = CATALOG,
         compiled.append(CompiledRule(
             name=rule.name, priority=rule.priority, output=rule.output, tags=tuple(rule.tags), desc=rule.desc,
             source=rule.source, enabled=rule.enabled, evttypes=result.evttypes, sql=result.sql,
-            unsupported=unsupported, error=result.error, rule=rule,
+            unsupported=unsupported, error=result.error, rule=rule, filter_sql=result.filter_sql,
         ))
     return compiled

@@ -10,8 +10,9 @@ Semantics follow libsinsp (filter_compare.cpp, sinsp_filter_check::compare):
 * a check on a missing (NULL) value is false for every operator, ``!=``
   included, and ``not`` turns it true. A check's SQL may yield NULL for a
   missing value; under only AND/OR a NULL decides exactly as false would, so
-  ``coalesce(..., false)`` is applied where it matters: under every NOT, on
-  each ``oneof`` term, and around the whole condition (``generate``);
+  ``coalesce(..., false)`` is applied where it matters: on each check under
+  a NOT (pushed down to the checks), on each ``oneof`` term, and around the
+  whole condition (``definite``) except where it filters (``filter``);
 * literals are parsed for the field's type at compile time (numbers with
   0x hex, booleans, IP addresses, CIDR networks) and reach SQL only through
   ``sql_string`` or as Python-formatted numbers;
@@ -94,9 +95,13 @@ class Generator:
         raise CompileError(reason, field=field, rule=self.rule, span=getattr(node, "span", ast.NO_SPAN),
                            invalid=invalid, node=node)
 
-    def generate(self, node: ast.Node) -> str:
-        """The condition as a SQL boolean that is never NULL."""
-        return _definite(self.sql(node))
+    def filter(self, node: ast.Node) -> str:
+        """The condition for a WHERE or CASE WHEN, where NULL (a missing
+        value) selects nothing, exactly as false. Without an enclosing
+        coalesce() DuckDB evaluates its AND/OR as filters that narrow the
+        rows as they go, so a rule's exceptions only run on the rows its
+        main condition kept."""
+        return self.sql(node)
 
     def sql(self, node: ast.Node):
         method = getattr(self, f"{type(node).__name__.lower()}_sql", None)
@@ -113,7 +118,20 @@ class Generator:
         return "(" + " AND ".join(self.sql(op) for op in node.operands) + ")"
 
     def not_sql(self, node: ast.Not) -> str:
-        return f"(NOT {_definite(self.sql(node.operand))})"
+        return self.negated(node.operand)
+
+    def negated(self, node: ast.Node) -> str:
+        """``not node``, pushed down to the checks (De Morgan), so that only
+        single checks are wrapped in coalesce() and the AND/OR above them
+        still short-circuit. A missing value makes its check false, so its
+        negation true: NOT coalesce(check, false)."""
+        if isinstance(node, ast.Not):
+            return self.sql(node.operand)
+        if isinstance(node, ast.And):
+            return "(" + " OR ".join(self.negated(op) for op in node.operands) + ")"
+        if isinstance(node, ast.Or):
+            return "(" + " AND ".join(self.negated(op) for op in node.operands) + ")"
+        return f"(NOT {definite(self.sql(node))})"
 
     def macroref_sql(self, node: ast.MacroRef) -> str:
         self.unsupported(f"undefined macro '{node.name}' (conditions are compiled after macro expansion)",
@@ -196,7 +214,7 @@ class Generator:
         """``f op anyof|allof|oneof (v1, v2)``: the plain operator per value."""
         if not isinstance(node.right, ast.ListLiteral):
             self.unsupported(f"'{node.modifier}' needs a list of values", node, invalid=True)
-        checks = [_definite(self._check(node, left, node.op, item)) for item in node.right.items]
+        checks = [definite(self._check(node, left, node.op, item)) for item in node.right.items]
         if not checks:
             return "false" if node.modifier != "allof" else "true"
         if node.modifier == "anyof":
@@ -244,7 +262,7 @@ class Generator:
             if op == "intersects":
                 return f"(len(list_filter({left.sql}, lambda _e: {predicate('_e')})) > 0)"
             return (f"(len({left.sql}) > 0 AND len(list_filter({left.sql}, "
-                    f"lambda _e: NOT {_definite(predicate('_e'))})) = 0)")
+                    f"lambda _e: NOT {definite(predicate('_e'))})) = 0)")
         return predicate(left.sql)
 
     # ------------------------------------------------- constant right side
@@ -400,7 +418,7 @@ def _family(type_: FieldType) -> str:
     return type_.value
 
 
-def _definite(sql: str) -> str:
+def definite(sql: str) -> str:
     """NULL (a missing value) becomes false."""
     return f"coalesce({sql}, false)"
 
