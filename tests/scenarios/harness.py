@@ -22,7 +22,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -243,34 +242,6 @@ def hunt(capture: Path, rules: list[Path] | None) -> list[dict]:
     if result.returncode not in (0, 3):  # 0: no alert, 3: alerts (trace hunt --help)
         raise HarnessError(f"{' '.join(command)} {capture} exited {result.returncode}:\n{result.stderr}")
     return alerts
-
-
-def hunt_together(captures: dict[str, Path], rules: list[Path] | None, workdir: Path) -> dict[str, dict[str, int]]:
-    """One `trace hunt` over many captures; alert counts per capture name.
-
-    Alerts are told apart by the segment they came from (the stored alerts'
-    `_segment` column): segment names carry their recording time, so the
-    captures of different scenarios never share one.
-    """
-    owner = {}
-    for name, capture in captures.items():
-        for segment in capture.glob("seg-*.parquet"):
-            if segment.name in owner:
-                raise HarnessError(f"{segment.name} is in both {owner[segment.name]} and {name}")
-            owner[segment.name] = name
-    stored = workdir / "alerts.parquet"
-    command = [str(TRACE), "hunt", "--format", "json", "--alerts", str(stored)]
-    for path in rules or ():
-        command += ["--rules", str(path)]
-    result = subprocess.run([*command, *map(str, captures.values())], capture_output=True, text=True, timeout=900)
-    if result.returncode not in (0, 3):
-        raise HarnessError(f"{' '.join(command)} exited {result.returncode}:\n{result.stderr}")
-    counts: dict[str, Counter] = {name: Counter() for name in captures}
-    if stored.exists():
-        table = pq.read_table(stored, columns=["rule", "_segment"])
-        for rule, segment in zip(table.column("rule").to_pylist(), table.column("_segment").to_pylist()):
-            counts[owner[segment]][rule] += 1
-    return {name: dict(counter) for name, counter in counts.items()}
 
 
 def alert_counts(alerts: list[dict]) -> dict[str, int]:
