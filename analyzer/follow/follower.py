@@ -117,6 +117,8 @@ class Follower:
         if self._pending is not None:
             if self._pending.segment == chunk.segment:
                 chunk = Chunk(chunk.segment, pa.concat_tables([self._pending.rows, chunk.rows]))
+            # else the pending rows were the snapshot of a segment without events:
+            # the next segment's own snapshot supersedes it.
             self._pending = None
         nums = chunk.event_nums
         if len(nums) == 0:
