@@ -254,3 +254,29 @@ def test_webhook_queue_is_bounded_and_drops_are_counted(endpoint):
     sink.close()
     assert (sink.stats.delivered, sink.stats.dropped, sink.stats.failed) == (3, 3, 0)
     assert "3 delivered, 3 dropped (queue full)" in sink.summary()
+
+
+def test_follow_usage_errors_exit_2_and_a_foreign_checkpoint_is_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from analyzer.errors import TraceError
+    from analyzer.hunt_cli import hunt
+
+    runner = CliRunner()
+    two = runner.invoke(hunt, ["--follow", str(DEMO), str(DEMO)])
+    assert two.exit_code == 2 and "exactly one capture directory" in two.output
+    no_follow = runner.invoke(hunt, ["--webhook", "http://127.0.0.1:9/", str(DEMO)])
+    assert no_follow.exit_code == 2 and "need --follow" in no_follow.output
+    since = runner.invoke(hunt, ["--follow", "--since", "0", str(DEMO)])
+    assert since.exit_code == 2 and "does not take --since" in since.output
+    bad_url = runner.invoke(hunt, ["--follow", "--webhook", "ftp://x/", str(tmp_path)])
+    assert isinstance(bad_url.exception, TraceError) and "http:// or https://" in str(bad_url.exception)
+
+    ckpt = Checkpoint(tmp_path / "ckpt.json", str((tmp_path / "other").resolve()), 7)
+    ckpt.save()
+    assert (tmp_path / "ckpt.json").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(TraceError, match="belongs to capture"):
+        Checkpoint.load(tmp_path / "ckpt.json", DEMO)
+    (tmp_path / "torn.json").write_text('{"last_evt')
+    with pytest.raises(TraceError, match="unreadable checkpoint"):
+        Checkpoint.load(tmp_path / "torn.json", DEMO)

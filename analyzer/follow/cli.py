@@ -10,7 +10,7 @@ import click
 
 from analyzer.follow.checkpoint import Checkpoint, default_checkpoint_path
 from analyzer.follow.follower import Follower, FollowResult
-from analyzer.follow.sinks import JsonlSink, StdoutSink, WebhookSink
+from analyzer.follow.sinks import JsonlSink, StdoutSink, WebhookSink, check_webhook_url
 from analyzer.hunt.plan import HuntPlan
 
 
@@ -27,6 +27,7 @@ def follow_capture(
     if len(captures) != 1 or not Path(captures[0]).is_dir():
         raise click.UsageError("--follow takes exactly one capture directory (the recorder's -o DIR)")
     capture_dir = Path(captures[0])
+    check_webhook_url(webhook_url)
     checkpoint = Checkpoint.load(Path(checkpoint_path) if checkpoint_path else default_checkpoint_path(capture_dir), capture_dir)
     jsonl = JsonlSink(Path(jsonl_path)) if jsonl_path else None
     sinks: list = [StdoutSink(output_format)]

@@ -81,6 +81,11 @@ class JsonlSink:
         self._file.close()
 
 
+def check_webhook_url(url: str | None) -> None:
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise TraceError(f"--webhook needs an http:// or https:// URL, not {url!r}")
+
+
 @dataclass
 class WebhookStats:
     delivered: int = 0
@@ -102,8 +107,7 @@ class WebhookSink:
         timeout_s: float = 5.0,
         drain_s: float = 5.0,
     ):
-        if not url.startswith(("http://", "https://")):
-            raise TraceError(f"--webhook needs an http:// or https:// URL, not {url!r}")
+        check_webhook_url(url)
         self.url = url
         self.stats = WebhookStats()
         self._retries, self._backoff_s, self._timeout_s, self._drain_s = retries, backoff_s, timeout_s, drain_s
