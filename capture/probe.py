@@ -131,7 +131,7 @@ class _Ring:
         self._data_map.close()
 
 
-def _keep_heap_pages() -> None:
+def keep_heap_pages() -> None:
     """Serve the decoder's per-batch arrays from a reused heap, not fresh mmaps.
 
     Batches allocate arrays of a few hundred KB every few ms; above glibc's
@@ -197,7 +197,7 @@ class EventSource:
                 "this kernel has no syscall tracepoint for " + ", ".join(self.unavailable)
                 + " (not built in): those calls cannot be recorded", RuntimeWarning, stacklevel=2,
             )
-        _keep_heap_pages()
+        keep_heap_pages()
         self._decoder = Decoder(boot_ns=boot_ns(), argv_max=config.argv_max)
         self.boot_ns = self._decoder.boot_ns
         try:
