@@ -123,13 +123,23 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
             f"SELECT {seg_id}::INTEGER AS seg, * REPLACE ('seen' AS kind) FROM (SELECT {_RAW_COLUMNS} FROM {source} "
             "WHERE kind = 'evt') QUALIFY row_number() OVER (PARTITION BY pid ORDER BY evt_num) = 1"
         )
+        # The parent's side of a fork, with its thread's previous event: the
+        # fork began after it (see _drop_late_fork_returns).
+        parent_forks = f"kind = 'evt' AND syscall IN {sql_list(FORK_SYSCALLS)} AND res > 0"
+        select_fork_prev = (
+            f"SELECT f.evt_num, p.evt_num AS prev_evt FROM (SELECT tid, evt_num FROM {source} WHERE {parent_forks}) f "
+            f"ASOF LEFT JOIN (SELECT tid, evt_num FROM {source} WHERE kind = 'evt' "
+            f"AND tid IN (SELECT tid FROM {source} WHERE {parent_forks})) p ON p.tid = f.tid AND f.evt_num > p.evt_num"
+        )
         try:
             con.execute("BEGIN")
             if not created:
                 con.execute(f"CREATE TABLE raw AS {select_state} UNION ALL {select_seen}")
+                con.execute(f"CREATE TABLE fork_prev AS {select_fork_prev}")
                 created = True
             else:
                 con.execute(f"INSERT INTO raw {select_state} UNION ALL {select_seen}")
+                con.execute(f"INSERT INTO fork_prev {select_fork_prev}")
             stats = con.execute(
                 f"SELECT min(evt_num), max(evt_num) FROM {source} WHERE kind = 'evt'"
             ).fetchall()[0]
@@ -168,13 +178,18 @@ def _order_segments(con: duckdb.DuckDBPyConnection) -> None:
         """
     )
     con.execute(
-        """
+        f"""
         CREATE TABLE rows AS
-        SELECT r.*, CASE WHEN r.kind IN ('evt', 'seen') THEN r.evt_num * 4 + 2 ELSE s.base * 4 END AS ord
-        FROM raw r JOIN segments s USING (seg)
+        SELECT r.*, CASE WHEN r.kind IN ('evt', 'seen') THEN r.evt_num * 4 + 2 ELSE s.base * 4 END AS ord,
+               -- a parent's fork return: the order its fork began after (at
+               -- the latest, the segment's snapshot)
+               CASE WHEN r.kind = 'evt' AND r.syscall IN {sql_list(FORK_SYSCALLS)} AND r.res > 0
+                    THEN coalesce(fp.prev_evt * 4 + 2, s.base * 4) END AS fork_from
+        FROM raw r JOIN segments s USING (seg) LEFT JOIN fork_prev fp ON fp.evt_num = r.evt_num AND r.kind = 'evt'
         """
     )
     con.execute("DROP TABLE raw")
+    con.execute("DROP TABLE fork_prev")
 
 
 _IMAGE = (
@@ -194,26 +209,28 @@ def _build_incarnations(con: duckdb.DuckDBPyConnection) -> None:
         -- the parent's side of a fork: the child is `res`. In a container the
         -- return value is the child's pid in that namespace, so only host
         -- processes use it; the child's own side (res = 0) covers the rest.
-        SELECT res::INTEGER AS pid, ord, 0 AS prio, 'fork' AS src, pid AS parent_pid, {common}, {_NO_IMAGE}
+        SELECT res::INTEGER AS pid, ord, 0 AS prio, 'fork' AS src, pid AS parent_pid, {common}, {_NO_IMAGE},
+               fork_from
         FROM rows WHERE kind = 'evt' AND syscall IN {forks} AND res > 0
           AND (coalesce(flags, 0) & {CLONE_THREAD}) = 0 AND coalesce(container_id, 'host') = 'host'
         UNION ALL
-        SELECT pid, ord, 0, 'fork', ppid, {common}, {_NO_IMAGE}
+        SELECT pid, ord, 0, 'fork', ppid, {common}, {_NO_IMAGE}, NULL
         FROM rows WHERE kind = 'evt' AND syscall IN {forks} AND res = 0 AND pid = tid
         UNION ALL
-        SELECT pid, ord, 1, 'exec', ppid, {common}, {_IMAGE}
+        SELECT pid, ord, 1, 'exec', ppid, {common}, {_IMAGE}, NULL
         FROM rows WHERE kind = 'evt' AND syscall IN {execs} AND res = 0
         UNION ALL
-        SELECT pid, ord, 2, 'snap', ppid, {common}, {_IMAGE}
+        SELECT pid, ord, 2, 'snap', ppid, {common}, {_IMAGE}, NULL
         FROM rows WHERE kind = 'proc' AND (tid IS NULL OR tid = pid)
         UNION ALL
-        SELECT pid, ord, 2, 'seen', ppid, {common}, {_NO_IMAGE}
+        SELECT pid, ord, 2, 'seen', ppid, {common}, {_NO_IMAGE}, NULL
         FROM rows WHERE kind = 'seen'
         UNION ALL
-        SELECT pid, ord, 3, 'exit', NULL, {common}, {_NO_IMAGE}
+        SELECT pid, ord, 3, 'exit', NULL, {common}, {_NO_IMAGE}, NULL
         FROM rows WHERE kind = 'evt' AND syscall = 'procexit' AND pid = tid
         """
     )
+    _drop_late_fork_returns(con)
     # A fork or exec always starts an image; a snapshot row or a first
     # sighting only when no process is known to be alive with that pid (they
     # fill gaps, never duplicate); an exit ends the current one.
@@ -331,6 +348,21 @@ def _build_incarnations(con: duckdb.DuckDBPyConnection) -> None:
     )
     for table in ("bounds", "eff", "starts", "inc0", "image_of", "snapfill"):
         con.execute(f"DROP TABLE {table}")
+
+
+def _drop_late_fork_returns(con: duckdb.DuckDBPyConnection) -> None:
+    """A parent's fork return can arrive after its child ran (vfork: the
+    child execs and may exit before the parent resumes): when the child pid
+    was already seen starting since the fork began, the child's own rows
+    describe it and the return must not start another image."""
+    con.execute(
+        """
+        DELETE FROM bounds WHERE fork_from IS NOT NULL AND EXISTS (
+            SELECT 1 FROM bounds c
+            WHERE c.pid = bounds.pid AND c.fork_from IS NULL AND c.src <> 'exit'
+              AND c.ord >= bounds.fork_from AND c.ord < bounds.ord)
+        """
+    )
 
 
 def _build_ancestry(con: duckdb.DuckDBPyConnection, carried: Carried | None = None) -> None:

@@ -22,7 +22,7 @@ from analyzer.state.inputs import Capture
 from analyzer.state.sql import install_macros
 
 # Bump when the tables or their meaning change: old caches are then rebuilt.
-STATE_VERSION = 4
+STATE_VERSION = 5
 CACHE_DIR_NAME = ".trace-cache"
 MEMORY_LIMIT = "1536MB"
 
