@@ -44,7 +44,7 @@ class BackgroundWriter:
         return self.writer.current_segment
 
     def write(self, batch: pa.RecordBatch) -> None:
-        self._put(batch, batch.nbytes)
+        self._put(batch, batch.get_total_buffer_size())  # nbytes costs ~30x more per batch
 
     def tick(self) -> None:
         """Ask for a time-based rotation check; skipped while the writer has work anyway."""
