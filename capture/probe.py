@@ -99,13 +99,16 @@ class _Ring:
             return np.empty(0, RECORD_DTYPE), cons
         start = cons & self.mask
         records = self.data[start: start + count * record_size].view(RECORD_DTYPE)
-        busy = (records["rb_len"] & RB_BUSY) != 0
-        if busy.any():
-            count = int(np.argmax(busy))
-            records = records[:count]
-        discarded = (records["rb_len"] & RB_DISCARD) != 0
-        if discarded.any():  # rare: a path moved to the bulky ring
-            records = records[~discarded]
+        # One strided pass over the ring headers finds both kinds of record to leave out.
+        state = records["rb_len"] & (RB_BUSY | RB_DISCARD)
+        if state.any():
+            busy = (state & RB_BUSY) != 0
+            if busy.any():
+                count = int(np.argmax(busy))
+                records, state = records[:count], state[:count]
+            discarded = state != 0
+            if discarded.any():  # rare: a path moved to the bulky ring
+                records = records[~discarded]
         return records, cons + count * record_size
 
     def read_variable(self) -> list[bytes]:
