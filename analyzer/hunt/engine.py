@@ -53,6 +53,9 @@ class HuntRule:
     tags: tuple[str, ...] = ()
     source: str = "syscall"
     desc: str = ""
+    # Implied by the condition and reading event fields only (analyzer.sql.prefilter);
+    # None: the evt.type set is the rule's only prefilter.
+    prefilter_sql: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,18 +81,41 @@ class Scan:
     columns: dict[str, str]  # output field key -> result column
 
 
-def _guarded(rule: HuntRule) -> str:
-    if not rule.evttypes:
-        return f"({rule.condition_sql})"
-    types = ", ".join(sql_string(t) for t in sorted(rule.evttypes))
-    return f'("evt.type" IN ({types}) AND ({rule.condition_sql}))'
+def _guarded(rule: HuntRule, condition: str | None = None) -> str:
+    return _typed(rule.evttypes, rule.condition_sql if condition is None else condition)
+
+
+def _typed(evttypes: frozenset[str] | None, condition: str) -> str:
+    if not evttypes:
+        return f"({condition})"
+    types = ", ".join(sql_string(t) for t in sorted(evttypes))
+    return f'("evt.type" IN ({types}) AND ({condition}))'
 
 
 def _prefilter(rules: Sequence[HuntRule]) -> str | None:
-    if any(not rule.evttypes for rule in rules):
+    """What an event must pass to fire any rule: one of the rules' evt.type
+    sets (a filter the Parquet scan applies itself), and one rule's event
+    prefilter, which DuckDB pushes below the process-state joins so that
+    only the few candidate events are joined and see the full conditions.
+    Rules with the same evt.type set share one test of it, and identical
+    prefilters run once."""
+    if any(not rule.evttypes and not rule.prefilter_sql for rule in rules):
         return None
-    types = sorted(set().union(*(rule.evttypes or () for rule in rules)))
-    return '"evt.type" IN (' + ", ".join(sql_string(t) for t in types) + ")"
+    terms = []
+    if all(rule.evttypes for rule in rules):
+        types = sorted(set().union(*(rule.evttypes or () for rule in rules)))
+        terms.append('"evt.type" IN (' + ", ".join(sql_string(t) for t in types) + ")")
+    if any(rule.prefilter_sql for rule in rules):
+        groups: dict[frozenset[str] | None, list[str | None]] = {}
+        for rule in rules:
+            group = groups.setdefault(rule.evttypes or None, [])
+            if rule.prefilter_sql not in group:
+                group.append(rule.prefilter_sql)
+        terms.append("(" + "\n    OR ".join(
+            _typed(types, "true" if None in group else " OR ".join(f"({p})" for p in group))
+            for types, group in groups.items()
+        ) + ")")
+    return " AND ".join(terms)
 
 
 def build_scan(
@@ -235,7 +261,7 @@ def bind_check(
     good, rejected, fields, gaps = [], [], {}, []
     try:
         for rule in rules:
-            reason = refusal(_guarded(rule))
+            reason = refusal(_guarded(rule)) or (refusal(_guarded(rule, rule.prefilter_sql)) if rule.prefilter_sql else None)
             if reason:
                 rejected.append(UnsupportedRule(rule.name, None, reason))
                 continue

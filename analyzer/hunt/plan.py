@@ -110,6 +110,7 @@ def plan_hunt(
             HuntRule(
                 name=rule.name,
                 condition_sql=rule.filter_sql,  # type: ignore[arg-type]
+                prefilter_sql=rule.prefilter_sql,
                 evttypes=rule.evttypes,
                 priority=rule.priority.falco_name,
                 output=output,

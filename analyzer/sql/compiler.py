@@ -7,7 +7,9 @@ Public API (what `trace hunt` and `trace rules check --sql` call):
   ``CompiledCondition.sql`` is a boolean SQL expression over the events view
   (None when unsupported), never NULL; ``filter_sql`` the same condition for
   a WHERE or CASE WHEN (NULL where ``sql`` is false; much cheaper there, as
-  DuckDB short-circuits its AND/OR), ``evttypes`` the event-type names the condition
+  DuckDB short-circuits its AND/OR), ``prefilter_sql`` the part of it that
+  reads event fields only (see analyzer.sql.prefilter; None when there is
+  none), ``evttypes`` the event-type names the condition
   can match (None: not restricted to a finite set), ``unsupported`` every
   field the capture cannot serve, with the reason, and ``error`` a condition
   libsinsp itself would reject (bad number, operator not valid for the type).
@@ -31,7 +33,8 @@ from analyzer.condition import ast
 from analyzer.condition.evttypes import evttypes as infer_evttypes
 from analyzer.fields.catalog import CATALOG, Catalog, FieldError
 from analyzer.sql.generator import CompileError, Generator, definite
-from analyzer.sql.runtime import install_runtime
+from analyzer.sql.prefilter import event_prefilter
+from analyzer.sql.runtime import install_runtime, uses_regex
 
 __all__ = [
     "CompiledCondition", "CompiledRule", "Unsupported", "CompileError", "compile_condition",
@@ -66,6 +69,7 @@ class CompiledCondition:
     unsupported: list[Unsupported] = field(default_factory=list)
     error: CompileError | None = None
     filter_sql: str | None = None  # the same condition for WHERE / CASE WHEN: NULL there means false
+    prefilter_sql: str | None = None  # implied by the condition, reads event fields only (analyzer.sql.prefilter)
 
     @property
     def supported(self) -> bool:
@@ -87,6 +91,7 @@ class CompiledRule:
     error: CompileError | None = None
     rule: Any = None  # the loader's rule object, for locations
     filter_sql: str | None = None  # ``sql`` for WHERE / CASE WHEN: may be NULL where ``sql`` is false
+    prefilter_sql: str | None = None  # implied by ``sql``, reads event fields only; None: no such part
 
     @property
     def supported(self) -> bool:
@@ -116,14 +121,17 @@ def compile_condition(expr: ast.Node, catalog: Catalog = CATALOG, rule: str | No
     evttypes = _evttypes(expr)
     missing = unsupported_fields(expr, catalog, rule)
     try:
-        filter_sql = Generator(catalog, rule).filter(expr)
+        generator = Generator(catalog, rule)
+        filter_sql = generator.filter(expr)
+        prefilter = event_prefilter(expr, lambda check: not uses_regex(generator.filter(check)))
+        prefilter_sql = generator.filter(prefilter) if prefilter is not None else None
     except CompileError as exc:
         if exc.invalid:
             return CompiledCondition(None, evttypes, missing, exc)
         if not missing:
             missing = [Unsupported(exc.field, exc.reason, exc.span, rule, exc.node)]
         return CompiledCondition(None, evttypes, missing)
-    return CompiledCondition(definite(filter_sql), evttypes, [], filter_sql=filter_sql)
+    return CompiledCondition(definite(filter_sql), evttypes, [], filter_sql=filter_sql, prefilter_sql=prefilter_sql)
 
 
 def compile_ruleset(ruleset: Any, catalog: Catalog = CATALOG,
@@ -148,5 +156,6 @@ def compile_ruleset(ruleset: Any, catalog: Catalog = CATALOG,
             name=rule.name, priority=rule.priority, output=rule.output, tags=tuple(rule.tags), desc=rule.desc,
             source=rule.source, enabled=rule.enabled, evttypes=result.evttypes, sql=result.sql,
             unsupported=unsupported, error=result.error, rule=rule, filter_sql=result.filter_sql,
+            prefilter_sql=result.prefilter_sql,
         ))
     return compiled

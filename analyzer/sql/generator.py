@@ -240,8 +240,26 @@ class Generator:
         items = right.items if isinstance(right, ast.ListLiteral) else (right,)
         if op not in ("in", "intersects", "pmatch") and len(items) != 1:
             self.unsupported(f"operator '{op}' takes one value, not a list", node, left.display, invalid=True)
-        predicate = self._predicate(node, left, op, [i.value for i in items])
+        texts = [i.value for i in items]
+        if left.any_element and op in ("=", "==", "in", "intersects") and left.type in (T.STRING, *NUMERIC):
+            return self._any_element_in(node, left, texts)
+        predicate = self._predicate(node, left, op, texts)
         return self._quantify(left, op, predicate)
+
+    def _any_element_in(self, node: ast.Comparison, left: Operand, texts: list[str]) -> str:
+        """Some ancestor equals one of the values: list_has_any, no lambda
+        per row (NULL elements match nothing, as `_e IN (...)` would)."""
+        try:
+            if left.type is T.STRING:
+                literals = [sql_string(t) for t in texts]
+            else:
+                parse = values.double if left.type is T.DOUBLE else values.number
+                literals = [repr(parse(t)) for t in texts]
+        except ValueError as exc:
+            self.unsupported(str(exc), node, left.display, invalid=True)
+        if not literals:
+            return "false"
+        return f"list_has_any({left.sql}, [{', '.join(literals)}])"
 
     def _exists(self, left: Operand) -> str:
         if left.sides:
@@ -328,12 +346,15 @@ class Generator:
         if op == "icontains":
             folded = sql_string(values.ascii_lower(text))
             return lambda x: f"contains(_ascii_lower({x}), {folded})"
-        if op == "glob":
-            regex = sql_string(values.glob_to_regex(text))
-            return lambda x: f"regexp_full_match({x}, {regex})"
-        if op == "iglob":
-            regex = sql_string(values.glob_to_regex(values.ascii_lower(text)))
-            return lambda x: f"regexp_full_match(_ascii_lower({x}), {regex})"
+        if op in ("glob", "iglob"):
+            pattern = values.ascii_lower(text) if op == "iglob" else text
+            value = (lambda x: f"_ascii_lower({x})") if op == "iglob" else (lambda x: x)
+            like = values.glob_to_like(pattern)
+            if like is not None:
+                quoted_like = sql_string(like)
+                return lambda x: f"({value(x)} LIKE {quoted_like})"
+            regex = sql_string(values.glob_to_regex(pattern))
+            return lambda x: f"regexp_full_match({value(x)}, {regex})"
         if op == "regex":
             _check_regex(text)
             regex = sql_string(text)

@@ -9,6 +9,8 @@ address of that family), so CIDR membership is a range test.
 
 from __future__ import annotations
 
+import re
+
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _LOWER = _UPPER.lower()
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -67,3 +69,13 @@ def install_runtime(con) -> None:
     """Create the macros compiled conditions use (idempotent)."""
     for statement in MACROS:
         con.execute(statement)
+
+
+# The macros above that run a regular expression.
+_REGEX_SQL = re.compile(r"\bregexp_|\b(_path_norm|_ip4_num|_ip6_groups|_ip6_num)\(")
+
+
+def uses_regex(sql: str) -> bool:
+    """Whether compiled SQL runs a regular expression (directly or in a macro):
+    DuckDB 2.0 does not push such a filter below a join."""
+    return _REGEX_SQL.search(sql) is not None

@@ -126,6 +126,32 @@ def glob_to_regex(pattern: str) -> str:
     return "(?s)" + "".join(out)
 
 
+def glob_to_like(pattern: str) -> str | None:
+    """The same fnmatch pattern as a LIKE pattern without escape character,
+    when it has no bracket expression, no literal '%' or '_' and no trailing
+    lone backslash: '*' is '%' and '?' is '_' (one character, as
+    glob_to_regex's '.'). LIKE needs no regex engine, and DuckDB pushes it
+    below joins (not with ESCAPE, nor a regex)."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 == n:
+                return None
+            i += 1
+            c = pattern[i]
+            if c in "%_":
+                return None
+            out.append(c)
+        elif c in "%_" or (c == "[" and _bracket(pattern, i) is not None):
+            return None
+        else:
+            out.append({"*": "%", "?": "_"}.get(c, c))
+        i += 1
+    return "".join(out)
+
+
 def _bracket(pattern: str, start: int) -> tuple[str, int] | None:
     """Translate the bracket expression at pattern[start] == '['; None when
     it does not close (then '[' is an ordinary character, as in fnmatch)."""
