@@ -262,3 +262,24 @@ ascii_text = st.lists(st.sampled_from(["a", "b", "A", "/", ".", "-", "]", "x", "
 def test_reference_glob_agrees_with_glibc_fnmatch(pattern, text):
     """The oracle itself is anchored to the C library libsinsp calls."""
     assert ref.glob_match(pattern, text) == (_libc.fnmatch(pattern.encode(), text.encode(), 0) == 0), (pattern, text)
+
+
+def check_filters(con, batch: list[dict], exprs: list[ast.Node]) -> None:
+    """The hunt's forms: ``filter_sql`` in a WHERE selects exactly what the
+    reference selects, and ``prefilter_sql`` keeps every one of those."""
+    events_table = _table(batch)  # noqa: F841 (read by DuckDB's replacement scan)
+    every = set(range(len(batch)))
+    for expr in exprs:
+        result = compile_condition(expr, TEST_CATALOG)
+        want = {i for i, event in enumerate(batch) if ref.evaluate(expr, event)}
+        got = {r[0] for r in con.execute(f"SELECT id FROM events_table WHERE {result.filter_sql}").fetchall()}
+        assert got == want, f"condition: {expr.text()}\nfilter: {result.filter_sql}"
+        kept = every if result.prefilter_sql is None else {
+            r[0] for r in con.execute(f"SELECT id FROM events_table WHERE {result.prefilter_sql}").fetchall()}
+        assert want <= kept, f"condition: {expr.text()}\nprefilter: {result.prefilter_sql}"
+
+
+@settings(max_examples=200)
+@given(batch=batches, exprs=st.lists(conditions(st.one_of(string_checks(), typed_checks())), min_size=1, max_size=4))
+def test_filter_and_prefilter_forms_agree_with_the_reference(con, batch, exprs):
+    check_filters(con, batch, exprs)
