@@ -59,16 +59,20 @@ def rules(tmp_path_factory) -> list[str]:
     return [str(REPO / "rules" / "trace_rules.yaml"), str(extra)]
 
 
-@pytest.fixture(scope="module")
-def offline(rules, tmp_path_factory) -> list[str]:
-    capture = tmp_path_factory.mktemp("offline") / "demo"
-    shutil.copytree(DEMO, capture)
+def hunt_offline(capture: Path, rules: list[str]) -> list[str]:
     plan = plan_hunt(rules)
     with open_captures([str(capture)]) as cs:
         install_runtime(cs.con)
         checked = bind_check(cs.con, plan.runnable, field_sql)
         scan = build_scan(checked.rules, match=MATCH_ALL, field_sql=checked.sql_for)
         return [a.to_json() for a in run_hunt(cs.con, scan, utc_offset=utc_offset_now()).alerts()]
+
+
+@pytest.fixture(scope="module")
+def offline(rules, tmp_path_factory) -> list[str]:
+    capture = tmp_path_factory.mktemp("offline") / "demo"
+    shutil.copytree(DEMO, capture)
+    return hunt_offline(capture, rules)
 
 
 def follow_once(capture: Path, rules: list[str], chunk_rows: int | None, jsonl: JsonlSink | None = None,
@@ -96,6 +100,29 @@ def test_property_following_in_chunks_of_any_size_gives_the_offline_alerts(tmp_p
     followed, follower = follow_once(capture, rules, chunk_rows)
     assert follower.result.chunks >= 1 and len(offline) > 20
     assert Counter(followed) == Counter(offline)  # every alert, every field, once
+
+
+RARE_SYSCALL_RULES = """
+- rule: Follow Unit File Moved Or Removed
+  desc: rare syscalls, so most chunks hold no event a rule can fire on
+  condition: evt.type in (fchmodat, unlink, rename, renameat2)
+  output: >
+    evt.num=%evt.num process=%proc.name parent=%proc.pname cwd=%proc.cwd start=%proc.pid.ts
+    user=%user.name args=%evt.args
+  priority: NOTICE
+"""
+
+
+def test_chunks_no_rule_can_fire_on_wait_for_the_next_scan_and_give_the_offline_alerts(tmp_path):
+    rules_file = tmp_path / "rare.yaml"
+    rules_file.write_text(RARE_SYSCALL_RULES)
+    capture = tmp_path / "demo"
+    shutil.copytree(DEMO, capture)
+    expected = hunt_offline(capture, [str(rules_file)])
+    with_events = [c for c in CaptureSource(capture, print, chunk_rows=150).poll() if len(c.event_nums)]
+    followed, follower = follow_once(capture, [str(rules_file)], 150)
+    assert len(expected) > 5 and Counter(followed) == Counter(expected)
+    assert follower.result.chunks < len(with_events)  # deferred chunks were resolved together
 
 
 def test_restart_after_dying_between_alerts_and_checkpoint_writes_nothing_twice(tmp_path, rules, offline):

@@ -2,9 +2,10 @@
 
 Each chunk of new rows (a poll of the tail, or a row group of a finalized
 segment) is resolved by analyzer/state's builder starting from the state the
-previous chunk ended with (analyzer.follow.state), then scanned once by the
-hunt engine with every rule, exactly as an offline hunt scans a capture. The
-checkpoint advances only after every alert of a chunk reached the sinks.
+previous chunk ended with (analyzer.follow.state), then scanned once with
+every rule by the hunt engine's own query, over a plain table of the chunk's
+candidate events (analyzer.follow.scan). The checkpoint advances only after
+every alert of a chunk reached the sinks.
 """
 
 from __future__ import annotations
@@ -23,18 +24,20 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analyzer.errors import TraceError
 from analyzer.follow.checkpoint import Checkpoint
+from analyzer.follow.scan import BatchScan, candidate_types, has_candidates
 from analyzer.follow.sinks import JsonlSink
 from analyzer.follow.source import CaptureSource, Chunk
 from analyzer.follow.state import BatchState, StateCarry, open_connection
-from analyzer.hunt.engine import HuntRule, Scan, UnsupportedRule, bind_check, build_scan, run_hunt
-from analyzer.hunt.plan import field_sql
+from analyzer.hunt.engine import HuntRule, UnsupportedRule
 from analyzer.output import Alert, utc_offset_now
 from analyzer.state.cache import cache_dir_for
 from analyzer.state.inputs import Capture
 
 DEFAULT_INTERVAL_S = 0.5
+# Rows no rule can fire on wait for the next chunk that needs a scan, up to this
+# many: a build's fixed cost is paid once for them, its per-row cost stays bounded.
+DEFER_MAX_ROWS = 50_000
 WORKDIR_PREFIX = "follow-"
 
 
@@ -79,10 +82,11 @@ class Follower:
         self._warn = warn or (lambda message: print(f"trace: warning: {message}", file=sys.stderr, flush=True))
         self._stop = threading.Event()
         self._utc_offset = utc_offset_now()
-        self._scan: Scan | None = None
+        self._scan: BatchScan | None = None
+        self._types = candidate_types(self._rules)  # before binding: a superset of what the scan runs
         self._con: duckdb.DuckDBPyConnection | None = None
         self._carry: StateCarry | None = None
-        self._pending: Chunk | None = None  # snapshot rows waiting for their segment's first events
+        self._pending: Chunk | None = None  # rows waiting: a snapshot without events yet, or deferred events
         self._resume_after = checkpoint.last_evt_num
         self._replayed = jsonl.replayed(checkpoint.outputs.get(jsonl.key)) if jsonl is not None else None
         self.result = FollowResult()
@@ -117,6 +121,8 @@ class Follower:
         if self._pending is not None:
             if self._pending.segment == chunk.segment:
                 chunk = Chunk(chunk.segment, pa.concat_tables([self._pending.rows, chunk.rows]))
+            elif len(self._pending.event_nums):
+                self._resolve(self._pending, workdir, scan=False)  # deferred events of the previous segment
             # else the pending rows were the snapshot of a segment without events:
             # the next segment's own snapshot supersedes it.
             self._pending = None
@@ -124,6 +130,17 @@ class Follower:
         if len(nums) == 0:
             self._pending = chunk
             return
+        scan = pc.max(nums).as_py() > self._resume_after and has_candidates(chunk.rows, self._types)
+        if not scan and chunk.rows.num_rows < DEFER_MAX_ROWS:
+            # No rule can fire on these rows: resolving them can wait for the
+            # next chunk that needs a scan (one build instead of many, same state).
+            self._pending = chunk
+            return
+        self._resolve(chunk, workdir, scan)
+
+    def _resolve(self, chunk: Chunk, workdir: Path, scan: bool) -> None:
+        """Carry the state through `chunk`, scanning it when `scan`; then checkpoint."""
+        nums = chunk.event_nums
         first, last = pc.min(nums).as_py(), pc.max(nums).as_py()
         warnings: list[str] = []
         if self._con is None:
@@ -132,7 +149,7 @@ class Follower:
         try:
             for warning in warnings:
                 self._warn(warning)
-            if last > self._resume_after:
+            if scan:
                 self._hunt(state)
             self._carry = state.carry()
         finally:
@@ -145,14 +162,10 @@ class Follower:
             self.checkpoint.save()
 
     def _hunt(self, state: BatchState) -> None:
-        con = state.con
         if self._scan is None:
-            checked = bind_check(con, self._rules, field_sql)
-            self.result.rejected, self.result.field_gaps = checked.rejected, checked.field_gaps
-            if not checked.rules:
-                raise TraceError("none of the selected rules can run on a capture")
-            self._scan = build_scan(checked.rules, match=self._match, field_sql=checked.sql_for)
-        for alert in run_hunt(con, self._scan, utc_offset=self._utc_offset).alerts():
+            self._scan = BatchScan(state.con, self._rules, match=self._match)
+            self.result.rejected, self.result.field_gaps = self._scan.checked.rejected, self._scan.checked.field_gaps
+        for alert in self._scan.alerts(state.con, utc_offset=self._utc_offset):
             if alert.evt_num > self._resume_after:
                 self._deliver(alert)
 

@@ -11,11 +11,15 @@ long the capture has run:
   accepted socket keeps exactly the description it had;
 * the users, groups and container names as snapshot rows.
 
-The carry goes into a segment of its own whose one synthetic event row sits
-just before the batch's first event (``evt_num - 1``): the builder orders a
-segment's snapshot at its first event, so the carry precedes the batch, and a
-new segment's own /proc snapshot in the batch still overrides it, as it does
-offline. The events view reads the batch file only.
+The carry is written as the batch's own snapshot rows, which the builder
+orders at the batch's first event, where a segment's snapshot sits offline
+(so a vfork child seen in the previous batch is known when its parent's late
+fork return arrives in this one). When the batch starts a new segment with a
+/proc snapshot of its own, the carry goes into a segment of its own instead,
+whose one synthetic event row sits just before the batch's first event: the
+carry precedes the batch and the new snapshot fills only what it lacks, as
+offline. The events view reads the batch file only (snapshot rows are not
+events).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analyzer.sql.compiler import install_runtime
@@ -104,12 +109,20 @@ class BatchState:
         warnings: list[str],
     ):
         batch_path = workdir / "batch" / segment.name
-        _write_private(rows, batch_path)
         segments = []
-        if carry is not None:
+        if carry is not None and _events_only(rows):
+            # The carried state becomes the batch's own snapshot, ordered where a
+            # segment's snapshot is (at its first event) as offline at a segment's
+            # start: a vfork child that ran in the previous batch is then known
+            # when its parent's late fork return comes in this one.
+            rows = pa.concat_tables([carry.snapshot, conform(rows)])
+        elif carry is not None:
+            # A new segment's own /proc snapshot comes after the carry and
+            # fills only what the carry does not know, as offline.
             carry_path = workdir / "carry" / CARRY_NAME
             _write_private(_carry_rows(carry, first_evt_num), carry_path)
             segments.append(_segment(carry_path, segment))
+        _write_private(rows, batch_path)
         segments.append(_segment(batch_path, segment))
         capture = Capture(capture_dir, tuple(segments))
         self.con = con
@@ -149,6 +162,10 @@ class BatchState:
         for view in (_FDS_VIEW, _LINEAGE_VIEW):
             con.unregister(view)
         con.execute(f"DROP SCHEMA IF EXISTS {self._schema} CASCADE")
+
+
+def _events_only(rows: pa.Table) -> bool:
+    return bool(pc.all(pc.equal(rows["kind"].cast(pa.string()), schema.KIND_EVENT)).as_py())
 
 
 def _segment(path: Path, segment: SegmentInfo) -> Segment:

@@ -1,0 +1,97 @@
+"""The rule scan of each batch, over a small plain table instead of the `events` view.
+
+Planning a query costs the follower more than running it: DuckDB binds and
+optimizes the rules' wide CASE over the whole `events` view (dozens of joins,
+~140 columns) for every batch, whatever the batch's size. So each batch's
+candidate events (those whose evt.type some rule can match) are copied, with
+only the columns the compiled rules and outputs read, into one temp table
+created once; the scan then reads that table with the optimizer off (a
+single-table scan has nothing to gain from it, and optimizing the CASE was
+most of its cost). A batch without a candidate event is not scanned at all.
+
+The scan's SQL and its output are the hunt engine's own (analyzer.hunt.engine),
+so alerts are exactly those of an offline hunt.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from analyzer.errors import TraceError
+from analyzer.fields.catalog import sql_string
+from analyzer.hunt.engine import BindCheck, HuntRule, Scan, bind_check, build_scan, run_hunt
+from analyzer.hunt.plan import field_sql
+from analyzer.output import Alert
+from capture import schema
+
+ROWS_TABLE = "follow_rows"
+_IDENTIFIER = re.compile(r'"((?:[^"]|"")+)"|\b([A-Za-z_][A-Za-z0-9_.]*)\b')
+
+
+def candidate_types(rules: Sequence[HuntRule]) -> frozenset[str] | None:
+    """The evt.types any rule can match; None when some rule is not restricted by evt.type."""
+    if any(not rule.evttypes for rule in rules):
+        return None
+    return frozenset().union(*(rule.evttypes or () for rule in rules))
+
+
+def has_candidates(rows: pa.Table, types: frozenset[str] | None) -> bool:
+    """Whether any event row of a raw batch (capture schema) can fire a rule."""
+    is_event = pc.equal(rows["kind"].cast(pa.string()), schema.KIND_EVENT)
+    if types is not None:
+        is_event = pc.and_(is_event, pc.is_in(rows["syscall"].cast(pa.string()), pa.array(sorted(types), pa.string())))
+    return bool(pc.any(pc.fill_null(is_event, False)).as_py())
+
+
+def _columns_read(sql: str, available: Sequence[str]) -> list[str]:
+    """The columns of `available` that `sql` names (over-inclusion is harmless)."""
+    named = set()
+    for quoted, bare in _IDENTIFIER.findall(sql):
+        named.add(quoted.replace('""', '"') if quoted else bare)
+    return [column for column in available if column in named]
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+class BatchScan:
+    """Every rule, once per batch, over the batch's candidate events.
+
+    Built on the first batch (binding needs an `events` view to bind against);
+    the rows table then lives in the connection's temp schema for the whole
+    follow, emptied and refilled per batch.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, rules: Sequence[HuntRule], *, match: str):
+        checked = bind_check(con, rules, field_sql)
+        if not checked.rules:
+            raise TraceError("none of the selected rules can run on a capture")
+        self.checked: BindCheck = checked
+        over_view = build_scan(checked.rules, match=match, field_sql=checked.sql_for)
+        available = [row[0] for row in con.execute("DESCRIBE events").fetchall()]
+        columns = _columns_read(over_view.sql, available)
+        self._select = ", ".join(_quote(column) for column in columns)
+        types = candidate_types(checked.rules)
+        self._where = "" if types is None else ' WHERE "evt.type" IN (' + ", ".join(sql_string(t) for t in sorted(types)) + ")"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {ROWS_TABLE} AS SELECT {self._select} FROM events LIMIT 0")
+        self.scan: Scan = build_scan(checked.rules, match=match, field_sql=checked.sql_for, relation=ROWS_TABLE)
+        try:
+            con.execute(f"EXPLAIN {self.scan.sql}").fetchall()
+        except duckdb.Error as exc:  # a column the compiled SQL reads in a way _columns_read missed
+            raise TraceError(f"the follower's batch table lacks a column the rules read: {exc}") from exc
+
+    def alerts(self, con: duckdb.DuckDBPyConnection, *, utc_offset: int) -> list[Alert]:
+        """The batch's alerts in event order (the batch's `events` view must exist)."""
+        con.execute(f"DELETE FROM {ROWS_TABLE}")
+        con.execute(f"INSERT INTO {ROWS_TABLE} SELECT {self._select} FROM events{self._where}")
+        con.execute("PRAGMA disable_optimizer")
+        try:
+            return list(run_hunt(con, self.scan, utc_offset=utc_offset).alerts())
+        finally:
+            con.execute("PRAGMA enable_optimizer")
