@@ -22,7 +22,7 @@ from analyzer.state.inputs import Capture
 from analyzer.state.sql import install_macros
 
 # Bump when the tables or their meaning change: old caches are then rebuilt.
-STATE_VERSION = 5
+STATE_VERSION = 6
 CACHE_DIR_NAME = ".trace-cache"
 MEMORY_LIMIT = "1536MB"
 
@@ -97,6 +97,8 @@ def _build(capture: Capture, directory: Path, path: Path) -> None:
             con.execute("INSERT INTO build_warnings VALUES (?)", [warning])
         con.execute(f"ATTACH '{_quote(str(temp))}' AS out")
         os.chmod(temp, 0o600)  # inside a 0700 directory from the start
+        # in order: the per-row key tables are matched to the segments by position
+        con.execute("SET preserve_insertion_order = true")
         con.execute("COPY FROM DATABASE memory TO out")
         con.execute("DETACH out")
     except BaseException:

@@ -33,6 +33,26 @@ STATE_SYSCALLS = FORK_SYSCALLS + EXEC_SYSCALLS + OPEN_SYSCALLS + (
 )
 
 
+# Syscalls whose return value is the fd that fd.* describes.
+RES_FD_SYSCALLS = OPEN_SYSCALLS + ("socket", "accept", "accept4", "memfd_create")
+
+
+def fd_num_sql(r: str) -> str:
+    """An event's fd.num: the returned fd of an fd-creating call, else its fd argument."""
+    return f"CASE WHEN {r}.syscall IN {sql_list(RES_FD_SYSCALLS)} THEN {r}.res WHEN {r}.fd IS NOT NULL THEN {r}.fd END"
+
+
+def lookup_fd_sql(r: str) -> str:
+    """The fd table entry an event looks at: its fd, else its directory fd."""
+    return (f"(CASE WHEN {fd_num_sql(r)} >= 0 THEN {fd_num_sql(r)} "
+            f"WHEN {r}.dirfd IS NOT NULL AND {r}.dirfd <> {AT_FDCWD} THEN {r}.dirfd END)::INTEGER")
+
+
+def event_keys_table(segment_name: str) -> str:
+    """The quoted name of a segment's per-row key table (see build._build_event_keys)."""
+    return '"evt_keys:' + segment_name.replace('"', '""') + '"'
+
+
 def sql_list(values: tuple[str, ...]) -> str:
     return "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
 

@@ -1,8 +1,10 @@
 """The `events`, `processes` and `fds` views over materialized captures.
 
-Events stay in their Parquet segments and are read lazily; each event is
-attached to the state tables with ASOF joins: the process incarnation alive
-at its (pid, order), the fd table entry of its fd, the cwd of its life.
+Events stay in their Parquet segments and are read lazily. The build stored,
+per segment row in file order, the ids of the timeline row (process
+incarnation and cwd alive at the event's (pid, order)) and of the fd table
+entry of its fd; each segment is stitched to them by position, and the state
+is reached with hash joins on unique ids (no per-scan ASOF join).
 Columns are plain expressions, so DuckDB computes only those a query uses
 (`_evt_args` and `evt.args` are big CASEs, never evaluated unless asked for).
 """
@@ -14,11 +16,8 @@ from pathlib import Path
 
 from analyzer.render import flags as rf
 from analyzer.render.params import ArgContext, EvtArgsSql, evt_args_sql
-from analyzer.state.sql import AT_FDCWD, OPEN_SYSCALLS, sql_list
+from analyzer.state.sql import AT_FDCWD, OPEN_SYSCALLS, event_keys_table, fd_num_sql, sql_list
 from capture.schema import COLUMN_NAMES
-
-# Syscalls whose return value is the fd that fd.* describes.
-_RES_FD_SYSCALLS = OPEN_SYSCALLS + ("socket", "accept", "accept4", "memfd_create")
 _O_CREAT = 0o100
 _CREAT_FLAGS = 0o1 | 0o100 | 0o1000  # creat() is open(O_WRONLY|O_CREAT|O_TRUNC)
 _UINT32_MAX = 4294967295
@@ -45,17 +44,20 @@ def events_sql(src: CaptureSource, since: int | None, until: int | None) -> str:
     joins and computes what several fields share (path resolution, errno, fd
     description) once per row; the outer one names the fields."""
     a = src.alias
-    files = "[" + ", ".join(_q(str(p)) for p in src.paths) + "]"
     time_filter = ""
     if since is not None:
         time_filter += f" AND r.ts >= {int(since)}"
     if until is not None:
         time_filter += f" AND r.ts < {int(until)}"
+    # Each segment's rows are stitched by position to the ids of the timeline
+    # and fd_state rows they see (precomputed by the build).
+    segments = " UNION ALL ".join(
+        f"SELECT * FROM read_parquet({_q(str(p))}, filename = true) POSITIONAL JOIN {a}.{event_keys_table(p.name)}"
+        for p in src.paths
+    )
     # The fd (or dirfd) is open in this process: the latest change of (pid, fd)
     # is not a close and belongs to the event's life (not to an earlier
-    # process that had the same pid). Keying the ASOF join on pid lets it run
-    # first, straight on the Parquet scan, which measured 5x faster than after
-    # the process joins.
+    # process that had the same pid).
     fd_live = "(f.op IS NOT NULL AND f.op <> 'close' AND f.life = w.life)"
     # the host of each segment (a capture directory usually has one)
     host_of = {str(p): host for p, host in zip(src.paths, src.hosts)}
@@ -86,15 +88,13 @@ def events_sql(src: CaptureSource, since: int | None, until: int | None) -> str:
          lu.name AS _lu_name, ct.name AS _ct_name, ct.image AS _ct_image,
          names.users AS _users, names.groups AS _groups
   FROM (
-    SELECT r.* EXCLUDE (filename), {_ord()} AS _ord, {hosts} AS _host, parse_filename(r.filename) AS _segment,
-           CASE WHEN r.syscall IN {sql_list(_RES_FD_SYSCALLS)} THEN r.res WHEN r.fd IS NOT NULL THEN r.fd END AS _fd_num,
-           (CASE WHEN _fd_num >= 0 THEN _fd_num
-                 WHEN r.dirfd IS NOT NULL AND r.dirfd <> {AT_FDCWD} THEN r.dirfd END)::INTEGER AS _lookup_fd
-    FROM read_parquet({files}, filename = true) r
+    SELECT r.* EXCLUDE (filename), {_ord()} AS _ord, {hosts} AS _host,
+           parse_filename(r.filename) AS _segment, {fd_num_sql("r")} AS _fd_num
+    FROM ({segments}) r
     WHERE r.kind = 'evt'{time_filter}
   ) e
-  ASOF LEFT JOIN {a}.fd_state f ON f.pid = e.pid AND f.fd = e._lookup_fd AND e._ord >= f.ord
-  LEFT JOIN {a}.timeline w ON w.pid = e.pid AND e._ord >= w.ord AND e._ord < w.next_ord
+  LEFT JOIN {a}.fd_state f ON f.id = e.fd_id
+  LEFT JOIN {a}.timeline w ON w.id = e.timeline_id
   LEFT JOIN {a}.inc p ON p.key = w.key
   LEFT JOIN {a}.ancestry a ON a.key = p.key
   LEFT JOIN {a}.life_start ls ON ls.life_key = p.life_key
