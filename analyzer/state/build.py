@@ -188,11 +188,15 @@ def _order_segments(con: duckdb.DuckDBPyConnection) -> None:
         f"""
         CREATE TABLE rows AS
         SELECT r.*, CASE WHEN r.kind IN ('evt', 'seen') THEN r.evt_num * 4 + 2 ELSE s.base * 4 END AS ord,
-               -- a parent's fork return: the order its fork began after (at
-               -- the latest, the segment's snapshot)
+               -- a parent's fork return: the order its fork began after (its
+               -- thread's previous event; else, the previous segment's
+               -- snapshot, where a child that ran first is already listed)
                CASE WHEN r.kind = 'evt' AND r.syscall IN {sql_list(FORK_SYSCALLS)} AND r.res > 0
-                    THEN coalesce(fp.prev_evt * 4 + 2, s.base * 4) END AS fork_from
-        FROM raw r JOIN segments s USING (seg) LEFT JOIN fork_prev fp ON fp.evt_num = r.evt_num AND r.kind = 'evt'
+                    THEN coalesce(fp.prev_evt * 4 + 2, s.prev_base * 4) END AS fork_from
+        FROM raw r
+        JOIN (SELECT *, coalesce(lag(base) OVER (ORDER BY base, seq, name), base) AS prev_base FROM segments) s
+            USING (seg)
+        LEFT JOIN fork_prev fp ON fp.evt_num = r.evt_num AND r.kind = 'evt'
         """
     )
     con.execute("DROP TABLE raw")
