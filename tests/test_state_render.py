@@ -66,7 +66,7 @@ def test_flag_tables_sql_matches_python(con, table, values):
 @batched
 @given(values=st.lists(st.integers(min_value=-1, max_value=0x4300), min_size=1, max_size=40))
 def test_enum_tables_sql_matches_python(con, values):
-    for table in (rf.PTRACE_REQUESTS, rf.FCNTL_COMMANDS, rf.SOCKET_FAMILIES):
+    for table in (rf.PTRACE_REQUESTS, rf.FCNTL_COMMANDS, rf.SOCKET_FAMILIES, rf.BPF_COMMANDS):
         assert [r or "" for r in sql_values(con, table.sql("v"), values)] == [table.render(v) for v in values]
 
 

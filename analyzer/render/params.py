@@ -165,7 +165,7 @@ PARAMS: dict[str, tuple[tuple[str, Render], ...]] = {
     "ptrace": (_RES, ("request", _table("arg0", f.PTRACE_REQUESTS)), ("pid", _num("arg1"))),
     "init_module": (_RES, ("length", _num("arg1"))),
     "finit_module": (_RES, _FD, ("flags", _num("flags"))),
-    "bpf": (_RES, ("cmd", _num("arg0"))),
+    "bpf": (_RES, ("cmd", _table("arg0", f.BPF_COMMANDS))),
     "setns": (_RES, _FD, ("nstype", _table("arg1", f.CLONE_FLAGS))),
     "unshare": (_RES, ("flags", _table("flags", f.CLONE_FLAGS))),
     "userfaultfd": (_RES, ("flags", _num("flags"))),
