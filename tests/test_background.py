@@ -10,6 +10,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import mounted_tmpfs
+
 from capture.background import BackgroundWriter
 from capture.fsutil import CaptureStoreError
 from capture.segments import CaptureIdentity, RotationPolicy, SegmentWriter, list_segment_files
@@ -33,15 +35,8 @@ def test_queued_batches_are_all_written_in_order(tmp_path):
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(mountpoint)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "tiny", "512k") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=True)
 
 
 def test_a_disk_full_in_the_thread_is_raised_to_the_caller(tiny_tmpfs):

@@ -24,6 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import mounted_tmpfs
+
 from capture.containers import cgroup2_mount
 from capture.segments import META_RECOVERED, list_segment_files, parse_segment_name
 from capture.tail import TAIL_NAME, TailReader
@@ -299,13 +301,8 @@ def test_unknown_syscall_is_one_clear_line(tmp_path):
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mountpoint)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "small", "2m") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=True)
 
 
 def test_full_disk_stops_cleanly(small_tmpfs, tmp_path):

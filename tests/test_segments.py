@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+
+from conftest import mounted_tmpfs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -275,15 +277,8 @@ def test_unwritable_directory_is_one_clear_error(tmp_path):
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mountpoint)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "small", "1m") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=True)
 
 
 def test_full_disk_stops_cleanly_with_finalized_segments_intact(small_tmpfs):
