@@ -102,6 +102,14 @@ def test_property_following_in_chunks_of_any_size_gives_the_offline_alerts(tmp_p
     assert Counter(followed) == Counter(offline)  # every alert, every field, once
 
 
+def test_big_batches_copy_only_what_passes_the_prefilters_and_give_the_offline_alerts(tmp_path, rules, offline, monkeypatch):
+    monkeypatch.setattr("analyzer.follow.scan.PREFILTER_MIN_ROWS", 0)  # every batch counts as big
+    capture = tmp_path / "demo"
+    shutil.copytree(DEMO, capture)
+    followed, _ = follow_once(capture, rules, 400)
+    assert Counter(followed) == Counter(offline)
+
+
 RARE_SYSCALL_RULES = """
 - rule: Follow Unit File Moved Or Removed
   desc: rare syscalls, so most chunks hold no event a rule can fire on

@@ -18,7 +18,7 @@ fork return arrives in this one). When the batch starts a new segment with a
 /proc snapshot of its own, the carry goes into a segment of its own instead,
 whose one synthetic event row sits just before the batch's first event: the
 carry precedes the batch and the new snapshot fills only what it lacks, as
-offline. The events view reads the batch file only (snapshot rows are not
+offline. The events query reads the batch file only (snapshot rows are not
 events).
 """
 
@@ -95,7 +95,7 @@ def open_connection(workdir: Path) -> duckdb.DuckDBPyConnection:
 
 
 class BatchState:
-    """One batch resolved into its own schema of `con`, with an `events` view over it."""
+    """One batch resolved into its own schema of `con`; `events_sql` is the `events` view's query over it."""
 
     def __init__(
         self,
@@ -126,6 +126,7 @@ class BatchState:
         segments.append(_segment(batch_path, segment))
         capture = Capture(capture_dir, tuple(segments))
         self.con = con
+        self.rows = rows.num_rows
         self._schema = _BATCH_SCHEMA
         con.execute(f"DROP SCHEMA IF EXISTS {self._schema} CASCADE")
         con.execute(f"CREATE SCHEMA {self._schema}")
@@ -138,7 +139,9 @@ class BatchState:
                 carried = Carried(_FDS_VIEW, _LINEAGE_VIEW)
             materialize(con, capture, warnings, carried)
             source = CaptureSource(self._schema, (batch_path,), (segment.host,), capture.id_prefix)
-            con.execute(f"CREATE OR REPLACE TEMP VIEW events AS {events_sql(source, None, None)}")
+            # Not a view: creating one binds the whole wide query (~0.1 s), and
+            # the scan binds it again anyway (analyzer.follow.scan).
+            self.events_sql = events_sql(source, None, None)
         except BaseException:
             self.close()
             raise
@@ -158,7 +161,6 @@ class BatchState:
         """Drop the batch's tables; the connection stays for the next batch."""
         con = self.con
         con.execute("USE main")
-        con.execute("DROP VIEW IF EXISTS events")
         for view in (_FDS_VIEW, _LINEAGE_VIEW):
             con.unregister(view)
         con.execute(f"DROP SCHEMA IF EXISTS {self._schema} CASCADE")

@@ -92,7 +92,7 @@ def _typed(evttypes: frozenset[str] | None, condition: str) -> str:
     return f'("evt.type" IN ({types}) AND ({condition}))'
 
 
-def _prefilter(rules: Sequence[HuntRule]) -> str | None:
+def scan_prefilter(rules: Sequence[HuntRule]) -> str | None:
     """What an event must pass to fire any rule: one of the rules' evt.type
     sets (a filter the Parquet scan applies itself), and one rule's event
     prefilter, which DuckDB pushes below the process-state joins so that
@@ -144,7 +144,7 @@ def build_scan(
         hit = f"list_filter([\n    {cases}\n  ], lambda i: i IS NOT NULL)"
         has_hit = "len(_hit) > 0"
 
-    prefilter = _prefilter(rules)
+    prefilter = scan_prefilter(rules)
 
     columns: dict[str, str] = {}
     field_exprs: list[str] = []
