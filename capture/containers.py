@@ -152,10 +152,10 @@ class CgroupMap:
 
     def container_id_column(self, cgroup_ids: pa.Array) -> pa.DictionaryArray:
         """`container_id` for a column of cgroup ids: one lookup per distinct id."""
-        distinct = pc.unique(cgroup_ids)
-        ids = [self.container_id(v) if v is not None else None for v in distinct.to_pylist()]
+        encoded = pc.dictionary_encode(cgroup_ids)  # one hash pass: distinct ids and each row's position
+        ids = [self.container_id(v) if v is not None else None for v in encoded.dictionary.to_pylist()]
         names = sorted({i for i in ids if i is not None})
         # Unknown cgroups get a null id, never a null dictionary entry (Parquet rejects those).
         position = pa.array([names.index(i) if i is not None else None for i in ids], pa.int32())
-        indices = pc.take(position, pc.index_in(cgroup_ids, value_set=distinct))
+        indices = pc.take(position, encoded.indices)
         return pa.DictionaryArray.from_arrays(indices, pa.array(names, pa.string()))

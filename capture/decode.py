@@ -204,6 +204,7 @@ class Decoder:
     _source_matrix: np.ndarray = field(init=False)
     _names_array: pa.Array = field(init=False)
     _kinds: pa.Array = field(init=False)
+    _zeros: pa.Buffer = field(init=False, default_factory=lambda: pa.py_buffer(b""))
 
     def __post_init__(self) -> None:
         by_nr = sc.names_by_nr()
@@ -254,12 +255,26 @@ class Decoder:
             row_of[order] = np.arange(n)
             cols.update(self._bulky_columns(n, row_of[n_fixed:], extras))
 
-        arrays = [cols[name] if name in cols else pa.nulls(n, SCHEMA.field(name).type) for name in COLUMN_NAMES]
+        arrays = [cols[name] if name in cols else self._nulls(name, n) for name in COLUMN_NAMES]
         return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
-    @staticmethod
-    def _slot_column(slots: np.ndarray, lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
-        return _slot_strings(slots, lengths, valid) if valid.any() else pa.nulls(len(valid), pa.string())
+    def _nulls(self, name: str, n: int) -> pa.Array:
+        """An all-null column of n rows whose buffers are all one shared zero buffer.
+
+        pa.nulls allocates and zeroes fresh buffers per column and batch; a
+        shared buffer is also counted once by get_total_buffer_size.
+        """
+        if self._zeros.size < 8 * n + 8:
+            self._zeros = pa.py_buffer(np.zeros(max(8 * n + 8, 1 << 20), np.uint8))
+        typ = SCHEMA.field(name).type
+        if pa.types.is_dictionary(typ):  # container_id, filled in by the recorder
+            indices = pa.Array.from_buffers(typ.index_type, n, [self._zeros] * 2, null_count=n)
+            return pa.DictionaryArray.from_arrays(indices, pa.array([], typ.value_type))
+        children = [pa.array([], typ.value_type)] if pa.types.is_list(typ) else None
+        return pa.Array.from_buffers(typ, n, [self._zeros] * typ.num_buffers, null_count=n, children=children)
+
+    def _slot_column(self, slots: np.ndarray, lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
+        return _slot_strings(slots, lengths, valid) if valid.any() else self._nulls("path", len(valid))
 
     def _header_columns(self, h: np.ndarray, w: np.ndarray) -> dict[str, pa.Array]:
         """Columns every event has; `w` is the header words transposed (word x row)."""
@@ -354,7 +369,7 @@ class Decoder:
         from_sock = ~from_args & ((flags & (TF_ADDR | TF_SOCK)) == TF_SOCK)
         valid = from_args | from_addr | from_sock
         if not valid.any():
-            return pa.nulls(len(flags), pa.int16())
+            return self._nulls("sock_family", len(flags))
         family = np.where(from_args, w[3] & 0xFFFF, 0)
         family = np.where(from_addr, (w[14] >> 32) & 0xFFFF, family)
         family = np.where(from_sock, w[15] & 0xFFFF, family)

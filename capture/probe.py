@@ -2,7 +2,7 @@
 
 Records are committed without a wakeup (BPF_RB_NO_WAKEUP): a wakeup per
 event is what makes per-event callbacks slow. Instead `poll` reads the
-mmapped rings directly every 5-50 ms (paced to yield ~8k records a read)
+mmapped rings directly every 5-50 ms (paced to yield ~32k records a read)
 through the maps' fds (bcc 0.26 has no bulk API): the fixed-size ring as
 one numpy structured array, the bulky ring record by record. The consumer
 position is advanced with one aligned 8-byte store, as the kernel reads it.
@@ -33,12 +33,13 @@ RB_BUSY, RB_DISCARD = 1 << 31, 1 << 30
 # How often the rings are read: often enough that a read yields about
 # TARGET_BATCH_ROWS records, within these bounds. Each batch has a fixed
 # cost (58 columns to build, an IPC message, ...): measured, 500-row batches
-# cost 4x the CPU per event of 7 500-row ones. At the longest interval the
-# rate is below TARGET_BATCH_ROWS / POLL_INTERVAL_MAX_S, so even a sudden
-# burst at 1.5 M events/s fills well under half of the default 64 MiB ring.
+# cost 4x the CPU per event of 7 500-row ones, and 30 000-row ones a further
+# 10-25 % less than 7 500 (docs/benchmarks.md). At the longest interval the
+# rate is below TARGET_BATCH_ROWS / POLL_INTERVAL_MAX_S (655 k/s), so even a
+# sudden burst at 1.5 M events/s fills under half of the default 64 MiB ring.
 POLL_INTERVAL_S = 0.005
 POLL_INTERVAL_MAX_S = 0.05
-TARGET_BATCH_ROWS = 8192
+TARGET_BATCH_ROWS = 32768
 PENDING_MAX = 16384  # threads inside execve/execveat at once (their arguments wait for sched_process_exec)
 
 

@@ -57,10 +57,15 @@ META_RECOVERED = b"trace.recovered"
 # few bits per row (measured: a quarter smaller segments, less CPU than
 # dictionary + zstd). Everything else: dictionary where it pays, then zstd.
 _DELTA_COLUMNS = ("evt_num", "ts")
+# Min/max statistics only where a reader prunes row groups by them (time,
+# event ranges, process, syscall, container); elsewhere they cost CPU per
+# value and prune nothing.
+_STATISTICS_COLUMNS = ["kind", "evt_num", "ts", "pid", "tid", "ppid", "uid", "syscall", "cgroup_id", "container_id"]
 _PARQUET_OPTIONS = {
     "compression": "zstd",
     "use_dictionary": [name for name in schema.COLUMN_NAMES if name not in _DELTA_COLUMNS],
     "column_encoding": {name: "DELTA_BINARY_PACKED" for name in _DELTA_COLUMNS},
+    "write_statistics": _STATISTICS_COLUMNS,
 }
 
 
