@@ -51,6 +51,7 @@ def follow_capture(
             sink.close()
     if webhook is not None:
         click.echo(webhook.summary(), err=True)
+    click.echo(result.summary(), err=True)
     sys.stdout.flush()
     return result
 

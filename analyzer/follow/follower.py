@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,7 +57,31 @@ class FollowResult:
     hits: Counter[str] = field(default_factory=Counter)
     rejected: list[UnsupportedRule] = field(default_factory=list)
     field_gaps: list[UnsupportedRule] = field(default_factory=list)
-    chunks: int = 0
+    chunks: int = 0  # batches resolved
+    scanned: int = 0  # of them, scanned by the rules
+    events: int = 0  # events handed on by the source
+    cpu_s: Counter[str] = field(default_factory=Counter)  # this thread's CPU seconds per phase
+
+    def summary(self) -> str:
+        """One line on where the follower's CPU went (the bench reads it)."""
+        phases = " ".join(f"{phase}_cpu_s={self.cpu_s[phase]:.3f}" for phase in _PHASES)
+        return f"follow stats: batches={self.chunks} scanned={self.scanned} events={self.events} {phases}"
+
+
+_PHASES = ("poll", "resolve", "scan", "carry")
+
+
+class _Phase:
+    """Adds the CPU time (time.thread_time: DuckDB runs on this thread, threads=1) of a block to a phase."""
+
+    def __init__(self, result: FollowResult, phase: str):
+        self._result, self._phase = result, phase
+
+    def __enter__(self) -> None:
+        self._start = time.thread_time()
+
+    def __exit__(self, *exc: object) -> None:
+        self._result.cpu_s[self._phase] += time.thread_time() - self._start
 
 
 class Follower:
@@ -110,8 +135,10 @@ class Follower:
 
     def step(self, source: CaptureSource, workdir: Path) -> bool:
         """Process what is new; False when nothing was."""
-        chunks = source.poll()
+        with _Phase(self.result, "poll"):
+            chunks = source.poll()
         for chunk in chunks:
+            self.result.events += len(chunk.event_nums)
             if self._stop.is_set():
                 break  # not checkpointed: a restart reads it again
             self._process(chunk, workdir)
@@ -145,13 +172,17 @@ class Follower:
         warnings: list[str] = []
         if self._con is None:
             self._con = open_connection(workdir)
-        state = BatchState(self._con, workdir, self.capture_dir, chunk.segment, chunk.rows, first, self._carry, warnings)
+        with _Phase(self.result, "resolve"):
+            state = BatchState(self._con, workdir, self.capture_dir, chunk.segment, chunk.rows, first, self._carry, warnings)
         try:
             for warning in warnings:
                 self._warn(warning)
             if scan:
-                self._hunt(state)
-            self._carry = state.carry()
+                with _Phase(self.result, "scan"):
+                    self._hunt(state)
+                self.result.scanned += 1
+            with _Phase(self.result, "carry"):
+                self._carry = state.carry()
         finally:
             state.close()
         self.result.chunks += 1
