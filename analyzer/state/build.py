@@ -376,39 +376,58 @@ def _drop_late_fork_returns(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+# Each ancestry list and the incarnation column it lists ({t}: the table alias).
+_ANCESTRY_VALUES = {
+    "anc_pid": "{t}.pid", "anc_name": "{t}.comm", "anc_exe": "{t}.argv[1]", "anc_exepath": "{t}.exepath",
+    "anc_cmdline": "trace_cmdline({t}.comm, {t}.argv)", "anc_sid": "{t}.sid",
+}
+
+
 def _build_ancestry(con: duckdb.DuckDBPyConnection, carried: Carried | None = None) -> None:
-    """Lists from the process itself (element 1) up to the oldest known ancestor."""
-    top = ", arg_max(a.akey, a.depth) AS _top" if carried is not None else ""
+    """Lists from the process itself (element 1) up to the oldest known ancestor.
+
+    Built top-down from the roots: a child's lists are its own values before
+    its parent's, so each incarnation is one row (no per-ancestor rows to
+    regroup). Incarnations whose chain loops (pid reuse racing a snapshot)
+    are unreachable from a root; they walk up their chain until it repeats.
+    """
+    own = {name: expr.format for name, expr in _ANCESTRY_VALUES.items()}  # each over a table alias
     con.execute(
         f"""
         CREATE TABLE ancestry AS
+        WITH RECURSIVE down(key, _top, {", ".join(own)}) AS (
+            SELECT key, key, {", ".join(f"[{value(t='inc')}]" for value in own.values())}
+            FROM inc WHERE parent_key IS NULL
+            UNION ALL
+            SELECT c.key, d._top, {", ".join(f"list_prepend({value(t='c')}, d.{name})" for name, value in own.items())}
+            FROM down d JOIN inc c ON c.parent_key = d.key)
+        SELECT * FROM down
+        """
+    )
+    con.execute(
+        f"""
+        INSERT INTO ancestry BY NAME
         WITH RECURSIVE anc(key, depth, akey, seen) AS (
-            SELECT key, 1, key, [key] FROM inc
+            SELECT key, 1, key, [key] FROM inc WHERE key NOT IN (SELECT key FROM ancestry)
             UNION ALL
             SELECT a.key, a.depth + 1, p.parent_key, list_append(a.seen, p.parent_key)
             FROM anc a JOIN inc p ON p.key = a.akey
             WHERE p.parent_key IS NOT NULL AND NOT list_contains(a.seen, p.parent_key)
               AND a.depth < {_MAX_GENERATIONS})
-        SELECT a.key,
-               list(p.pid ORDER BY a.depth) AS anc_pid,
-               list(p.comm ORDER BY a.depth) AS anc_name,
-               list(p.argv[1] ORDER BY a.depth) AS anc_exe,
-               list(p.exepath ORDER BY a.depth) AS anc_exepath,
-               list(trace_cmdline(p.comm, p.argv) ORDER BY a.depth) AS anc_cmdline,
-               list(p.sid ORDER BY a.depth) AS anc_sid{top}
+        SELECT a.key, {", ".join(f"list({value(t='p')} ORDER BY a.depth) AS {name}" for name, value in own.items())},
+               arg_max(a.akey, a.depth) AS _top
         FROM anc a JOIN inc p ON p.key = a.akey
         GROUP BY a.key
         """
     )
     if carried is not None:
         # A chain that reaches a carried process goes on with its carried ancestry.
-        lists = ("anc_pid", "anc_name", "anc_exe", "anc_exepath", "anc_cmdline", "anc_sid")
         con.execute(
             "UPDATE ancestry SET "
-            + ", ".join(f"{c} = ancestry.{c} || c.{c}[2:]" for c in lists)
+            + ", ".join(f"{c} = ancestry.{c} || c.{c}[2:]" for c in _ANCESTRY_VALUES)
             + f" FROM ({carried.processes()}) c WHERE ancestry._top = c.key"
         )
-        con.execute("ALTER TABLE ancestry DROP COLUMN _top")
+    con.execute("ALTER TABLE ancestry DROP COLUMN _top")
     # proc.sname: libsinsp climbs while the ancestors share the session id and
     # names the last one reached (the session leader).
     con.execute(
@@ -584,7 +603,8 @@ def _resolve_cwd(con: duckdb.DuckDBPyConnection, gen: int) -> None:
     inherited = f"""
         SELECT l.life, l.pid, l.start_ord AS ord, -1 AS sub, c.cwd AS value, true AS absolute, NULL AS via_fd
         FROM (SELECT * FROM life_gen WHERE gen = {gen} AND parent_life IS NOT NULL) l
-        ASOF JOIN cwd_state c ON c.life = l.parent_life AND l.start_ord >= c.ord
+        ASOF JOIN (SELECT * FROM cwd_state WHERE life IN (SELECT parent_life FROM life_gen WHERE gen = {gen})) c
+            ON c.life = l.parent_life AND l.start_ord >= c.ord
         WHERE c.cwd IS NOT NULL
     """ if gen > 0 else (
         "SELECT NULL::BIGINT AS life, NULL::BIGINT AS ord, 0 AS sub, NULL::VARCHAR AS value, true AS absolute, "
@@ -619,14 +639,18 @@ def _resolve_fchdir(con: duckdb.DuckDBPyConnection, gen: int) -> None:
             SELECT c.life, c.ord, CASE WHEN f.op <> 'close' THEN f.name END AS name
             FROM (SELECT * FROM cwd_state WHERE via_fd IS NOT NULL
                   AND life IN (SELECT life FROM life_gen WHERE gen = {gen})) c
-            ASOF JOIN fd_state f ON f.life = c.life AND f.fd = c.via_fd AND c.ord > f.ord) r
+            ASOF JOIN (SELECT * FROM fd_state WHERE life IN (SELECT life FROM life_gen WHERE gen = {gen})) f
+                ON f.life = c.life AND f.fd = c.via_fd AND c.ord > f.ord) r
         WHERE cwd_state.life = r.life AND cwd_state.ord = r.ord AND cwd_state.via_fd IS NOT NULL
         """
     )
 
 
 def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
+    # Every join below is on the life: reading only this generation's rows
+    # (and its parents') keeps each statement to what it can match.
     lives = f"(SELECT life FROM life_gen WHERE gen = {gen})"
+    parents = f"(SELECT parent_life FROM life_gen WHERE gen = {gen})"
     if gen > 0:
         # A forked child starts with a copy of every fd its parent had open:
         # for each fd number the parent ever used, its state at the fork.
@@ -640,8 +664,9 @@ def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
             FROM (
                 SELECT l.life, l.pid, l.start_ord, l.parent_life, d.fd
                 FROM (SELECT * FROM life_gen WHERE gen = {gen} AND parent_life IS NOT NULL) l
-                JOIN (SELECT DISTINCT life, fd FROM fd_state) d ON d.life = l.parent_life) c
-            ASOF JOIN fd_state s ON s.life = c.parent_life AND s.fd = c.fd AND c.start_ord > s.ord
+                JOIN (SELECT DISTINCT life, fd FROM fd_state WHERE life IN {parents}) d ON d.life = l.parent_life) c
+            ASOF JOIN (SELECT * FROM fd_state WHERE life IN {parents}) s
+                ON s.life = c.parent_life AND s.fd = c.fd AND c.start_ord > s.ord
             WHERE s.op <> 'close'
             """
         )
@@ -654,7 +679,7 @@ def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
                         ELSE f.name END AS name),
                f.op IN ('open', 'snap', 'close') AS resolved, false AS name_changed, {_NEXT_ID}
         FROM (SELECT * FROM fd_own WHERE life IN {lives}) f
-        ASOF LEFT JOIN cwd_state c ON c.life = f.life AND f.ord >= c.ord
+        ASOF LEFT JOIN (SELECT * FROM cwd_state WHERE life IN {lives}) c ON c.life = f.life AND f.ord >= c.ord
         """
     )
     # *at() opens relative to a directory fd, itself perhaps opened that way.
@@ -665,7 +690,8 @@ def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
                 SELECT f.id, trace_resolve(CASE WHEN d.op <> 'close' THEN d.name END, f.raw) AS name
                 FROM (SELECT * FROM fd_state WHERE life IN {lives} AND name IS NULL AND raw IS NOT NULL
                       AND type IN ('file', 'directory') AND dirfd <> {AT_FDCWD}) f
-                ASOF JOIN fd_state d ON d.life = f.life AND d.fd = f.dirfd AND f.ord > d.ord) r
+                ASOF JOIN (SELECT * FROM fd_state WHERE life IN {lives}) d
+                    ON d.life = f.life AND d.fd = f.dirfd AND f.ord > d.ord) r
             WHERE fd_state.id = r.id AND r.name IS NOT NULL
             """
         ).fetchall()[0][0]
@@ -678,7 +704,8 @@ def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
         UPDATE fd_state SET src_id = r.sid FROM (
             SELECT f.id, CASE WHEN s.op <> 'close' THEN s.id END AS sid
             FROM (SELECT * FROM fd_state WHERE life IN {lives} AND NOT resolved) f
-            ASOF JOIN fd_state s ON s.life = f.life AND s.fd = f.src_fd AND f.ord > s.ord) r
+            ASOF JOIN (SELECT * FROM fd_state WHERE life IN {lives}) s
+                ON s.life = f.life AND s.fd = f.src_fd AND f.ord > s.ord) r
         WHERE fd_state.id = r.id
         """
     )
@@ -719,8 +746,8 @@ def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
         FROM (
             SELECT i.key, i.pid, i.start_ord, i.start_ts, i.life_key AS life, d.fd
             FROM (SELECT * FROM inc WHERE src = 'exec' AND life_key IN {lives}) i
-            JOIN (SELECT DISTINCT life, fd FROM fd_state WHERE life IN {lives}) d ON d.life = i.life_key) c
-        ASOF JOIN fd_state s ON s.life = c.life AND s.fd = c.fd AND c.start_ord > s.ord
+            JOIN (SELECT DISTINCT life, fd FROM fd_state WHERE life IN {lives} AND cloexec) d ON d.life = i.life_key) c
+        ASOF JOIN (SELECT * FROM fd_state WHERE life IN {lives}) s ON s.life = c.life AND s.fd = c.fd AND c.start_ord > s.ord
         WHERE s.op <> 'close' AND s.cloexec
         """
     )
@@ -758,15 +785,31 @@ def _build_event_keys(con: duckdb.DuckDBPyConnection, capture: Capture, good: li
     (process, cwd) and the fd_state row (fd) the event sees. The events view
     stitches them to the rows by position and reaches the state with hash
     joins on these unique ids, instead of ASOF-joining every event on every
-    scan. Built a segment at a time, so the events sorted at once are one
-    segment's (fd_state and timeline are read whole each time)."""
+    scan. Built a segment at a time against only the state rows in force
+    during that segment (those that start before its last event and end after
+    its first): the open fds and live processes, not the whole history, so
+    the pass stays linear in segments."""
+    # until_ord: the next change of the same (pid, fd) at a later order; rows
+    # tied on ord share it, so a segment sees all of a tie or none of it.
+    con.execute(
+        """
+        CREATE TEMP TABLE fd_span AS
+        SELECT pid, fd, ord, id,
+               min(ord) OVER (PARTITION BY pid, fd ORDER BY ord RANGE BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+                   AS until_ord
+        FROM fd_state
+        """
+    )
     # the key rows must come out in the order they are sorted into
     preserve = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
     con.execute("SET preserve_insertion_order = true")
     try:
+        spans = dict(con.execute("SELECT name, [min_evt * 4 + 2, max_evt * 4 + 2] FROM segments").fetchall())
         for seg in capture.segments:
             if seg.name not in good:
                 continue
+            lo, hi = spans[seg.name]
+            in_force = "false" if lo is None else f"ord <= {int(hi)} AND coalesce({{end}}, {int(hi) + 1}) > {int(lo)}"
             source = f"read_parquet('{_quote(str(seg.path))}', file_row_number = true)"
             con.execute(
                 f"""
@@ -775,13 +818,16 @@ def _build_event_keys(con: duckdb.DuckDBPyConnection, capture: Capture, good: li
                 FROM (SELECT file_row_number AS rn, pid, CASE WHEN kind = 'evt' THEN evt_num * 4 + 2 END AS ord,
                              CASE WHEN kind = 'evt' THEN {lookup_fd_sql("r")} END AS lookup_fd
                       FROM {source} r) e
-                ASOF LEFT JOIN fd_state f ON f.pid = e.pid AND f.fd = e.lookup_fd AND e.ord >= f.ord
-                LEFT JOIN timeline w ON w.pid = e.pid AND e.ord >= w.ord AND e.ord < w.next_ord
+                ASOF LEFT JOIN (SELECT pid, fd, ord, id FROM fd_span WHERE {in_force.format(end="until_ord")}) f
+                    ON f.pid = e.pid AND f.fd = e.lookup_fd AND e.ord >= f.ord
+                LEFT JOIN (SELECT pid, ord, next_ord, id FROM timeline WHERE {in_force.format(end="next_ord")}) w
+                    ON w.pid = e.pid AND e.ord >= w.ord AND e.ord < w.next_ord
                 ORDER BY e.rn
                 """
             )
     finally:
         con.execute(f"SET preserve_insertion_order = {bool(preserve)}")
+        con.execute("DROP TABLE IF EXISTS fd_span")
 
 
 def _build_names(con: duckdb.DuckDBPyConnection) -> None:
