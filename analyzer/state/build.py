@@ -52,17 +52,34 @@ from analyzer.state.sql import (
     sql_list,
 )
 
-_RAW_COLUMNS = (
-    "kind::VARCHAR AS kind, evt_num, ts, pid, tid, ppid, uid, gid, comm, cgroup_id, "
-    "container_id::VARCHAR AS container_id, syscall::VARCHAR AS syscall, res, arg1, fd, fd2, dirfd, path, "
-    "flags, mode, sock_family, sock_type, sock_proto, addr_ip, addr_port, addr_path, local_ip, local_port, "
-    "exepath, argv, cwd, env, loginuid, tty, sid, pgid, vpid, proc_start_ts, cap_effective, cap_permitted, "
-    "cap_inheritable, exe_from_memfd, exe_upper_layer, user_name, user_home, user_shell, group_name, "
-    "container_name, container_image"
+# The capture columns the builder reads (enums as text).
+_RAW_NAMES = (
+    "kind", "evt_num", "ts", "pid", "tid", "ppid", "uid", "gid", "comm", "cgroup_id", "container_id", "syscall",
+    "res", "arg1", "fd", "fd2", "dirfd", "path", "flags", "mode", "sock_family", "sock_type", "sock_proto",
+    "addr_ip", "addr_port", "addr_path", "local_ip", "local_port", "exepath", "argv", "cwd", "env", "loginuid",
+    "tty", "sid", "pgid", "vpid", "proc_start_ts", "cap_effective", "cap_permitted", "cap_inheritable",
+    "exe_from_memfd", "exe_upper_layer", "user_name", "user_home", "user_shell", "group_name", "container_name",
+    "container_image",
 )
+_ENUMS = ("kind", "container_id", "syscall")
+# What a first sighting ('seen' row) says about its process (see _build_incarnations).
+_SEEN_NAMES = ("evt_num", "ts", "pid", "tid", "ppid", "uid", "gid", "comm", "cgroup_id", "container_id", "cwd")
+
+
+def _raw_columns(names: tuple[str, ...] = _RAW_NAMES, kind: str = "kind::VARCHAR") -> str:
+    """The builder's columns, those not in `names` as NULL."""
+    return ", ".join(
+        f"{kind} AS kind" if n == "kind"
+        else (f"{n}::VARCHAR AS {n}" if n in _ENUMS else n) if n in names
+        else f"NULL AS {n}"
+        for n in _RAW_NAMES
+    )
+
+
 _MAX_GENERATIONS = 100_000
 _MAX_DIRFD_PASSES = 8
-_NEXT_ID = "(SELECT coalesce(max(id), 0) FROM fd_state) + row_number() OVER () AS id"
+# fd_state row ids from a sequence: unique, and no single-threaded window per insert
+_NEXT_ID = "nextval('fd_ids') AS id"
 
 
 @dataclass(frozen=True)
@@ -122,12 +139,21 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
     created = False
     for seg_id, seg in enumerate(capture.segments):
         source = f"read_parquet('{_quote(str(seg.path))}')"
-        state_filter = f"kind <> 'evt' OR syscall IN {sql_list(STATE_SYSCALLS)}"
-        select_state = f"SELECT {seg_id}::INTEGER AS seg, {_RAW_COLUMNS} FROM {source} WHERE {state_filter}"
+        # Only what changes state: a failed call changes nothing (but a
+        # non-blocking connect in progress does), fcntl only when it dups.
+        state_filter = (
+            f"kind <> 'evt' OR (syscall IN {sql_list(STATE_SYSCALLS)} "
+            f"AND (res >= 0 OR syscall = 'procexit' OR (syscall = 'connect' AND res = -{EINPROGRESS})) "
+            f"AND (syscall <> 'fcntl' OR arg1 IN ({F_DUPFD}, {F_DUPFD_CLOEXEC})))"
+        )
+        # events at their own order; snapshot rows get their segment's base in _order_segments
+        order = "CASE WHEN kind = 'evt' THEN evt_num * 4 + 2 END AS ord, NULL::BIGINT AS fork_from"
+        select_state = f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns()}, {order} FROM {source} WHERE {state_filter}"
         # One row per pid: its first event in the segment, a process seen
         # without fork or snapshot still resolves from it.
         select_seen = (
-            f"SELECT {seg_id}::INTEGER AS seg, * REPLACE ('seen' AS kind) FROM (SELECT {_RAW_COLUMNS} FROM {source} "
+            f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns(_SEEN_NAMES, kind=repr('seen'))}, "
+            f"evt_num * 4 + 2, NULL FROM (SELECT {', '.join(_SEEN_NAMES)} FROM {source} "
             "WHERE kind = 'evt') QUALIFY row_number() OVER (PARTITION BY pid ORDER BY evt_num) = 1"
         )
         # The parent's side of a fork, with its thread's previous event: the
@@ -141,11 +167,11 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
         try:
             con.execute("BEGIN")
             if not created:
-                con.execute(f"CREATE TABLE raw AS {select_state} UNION ALL {select_seen}")
+                con.execute(f"CREATE TABLE rows AS {select_state} UNION ALL {select_seen}")
                 con.execute(f"CREATE TABLE fork_prev AS {select_fork_prev}")
                 created = True
             else:
-                con.execute(f"INSERT INTO raw {select_state} UNION ALL {select_seen}")
+                con.execute(f"INSERT INTO rows {select_state} UNION ALL {select_seen}")
                 con.execute(f"INSERT INTO fork_prev {select_fork_prev}")
             stats = con.execute(
                 f"SELECT min(evt_num), max(evt_num) FROM {source} WHERE kind = 'evt'"
@@ -184,22 +210,22 @@ def _order_segments(con: duckdb.DuckDBPyConnection) -> None:
         WHERE segments.seg = b.seg
         """
     )
+    con.execute("UPDATE rows SET ord = s.base * 4 FROM segments s WHERE rows.ord IS NULL AND rows.seg = s.seg")
+    # A parent's fork return: the order its fork began after (its thread's
+    # previous event; else, the previous segment's snapshot, where a child
+    # that ran first is already listed).
+    forks = f"kind = 'evt' AND syscall IN {sql_list(FORK_SYSCALLS)} AND res > 0"
     con.execute(
         f"""
-        CREATE TABLE rows AS
-        SELECT r.*, CASE WHEN r.kind IN ('evt', 'seen') THEN r.evt_num * 4 + 2 ELSE s.base * 4 END AS ord,
-               -- a parent's fork return: the order its fork began after (its
-               -- thread's previous event; else, the previous segment's
-               -- snapshot, where a child that ran first is already listed)
-               CASE WHEN r.kind = 'evt' AND r.syscall IN {sql_list(FORK_SYSCALLS)} AND r.res > 0
-                    THEN coalesce(fp.prev_evt * 4 + 2, s.prev_base * 4) END AS fork_from
-        FROM raw r
-        JOIN (SELECT *, coalesce(lag(base) OVER (ORDER BY base, seq, name), base) AS prev_base FROM segments) s
-            USING (seg)
-        LEFT JOIN fork_prev fp ON fp.evt_num = r.evt_num AND r.kind = 'evt'
+        UPDATE rows SET fork_from = f.fork_from FROM (
+            SELECT r.evt_num, coalesce(fp.prev_evt * 4 + 2, s.prev_base * 4) AS fork_from
+            FROM (SELECT seg, evt_num FROM rows WHERE {forks}) r
+            JOIN (SELECT seg, coalesce(lag(base) OVER (ORDER BY base, seq, name), base) AS prev_base FROM segments) s
+                USING (seg)
+            LEFT JOIN fork_prev fp ON fp.evt_num = r.evt_num) f
+        WHERE rows.kind = 'evt' AND rows.evt_num = f.evt_num
         """
     )
-    con.execute("DROP TABLE raw")
     con.execute("DROP TABLE fork_prev")
 
 
@@ -576,6 +602,7 @@ def _build_own_rows(con: duckdb.DuckDBPyConnection, carried: Carried | None = No
         "CREATE TABLE fd_state AS SELECT *, NULL::BIGINT AS id, NULL::BIGINT AS src_id, "
         "false AS resolved, false AS name_changed FROM fd_own LIMIT 0"
     )
+    con.execute("CREATE SEQUENCE fd_ids")
 
 
 def _resolve_generations(con: duckdb.DuckDBPyConnection) -> None:
@@ -597,6 +624,7 @@ def _resolve_generations(con: duckdb.DuckDBPyConnection) -> None:
     )
     con.execute("DROP TABLE cwd_own")
     con.execute("DROP TABLE fd_own")
+    con.execute("DROP SEQUENCE fd_ids")
 
 
 def _resolve_cwd(con: duckdb.DuckDBPyConnection, gen: int) -> None:
@@ -730,8 +758,10 @@ def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
                 name_changed = fd_state.op = 'connect',
                 cloexec = coalesce(fd_state.cloexec, s.cloexec)
             FROM (SELECT f.id, f.op IN ('connect', 'accept') AS own, src.* EXCLUDE (id)
-                  FROM fd_state f LEFT JOIN fd_state src ON src.id = f.src_id
-                  WHERE NOT f.resolved AND (f.src_id IS NULL OR src.resolved)) s
+                  FROM (SELECT id, op, src_id FROM fd_state WHERE NOT resolved) f
+                  LEFT JOIN (SELECT * FROM fd_state WHERE id IN (SELECT src_id FROM fd_state WHERE NOT resolved)) src
+                      ON src.id = f.src_id
+                  WHERE f.src_id IS NULL OR src.resolved) s
             WHERE fd_state.id = s.id
             """
         ).fetchall()[0][0]
