@@ -28,7 +28,12 @@
 #define ADDR_IN 1
 #define ADDR_OUT 2
 #define ADDR_MSG 3
+/* Sources of decoded columns (capture/syscalls.py): 0-5 an argument, or these. */
 #define SRC_RES 6
+#define SRC_AUX_LO 7
+#define SRC_AUX_HI 8
+#define SRC_AUX0 9
+#define SRC_AUX1 10
 #define SCRATCH_HALF 16384
 
 #define MIN_(a, b) ((a) < (b) ? (a) : (b))
@@ -56,6 +61,16 @@ struct plan {
     s16 addrlen_arg;
     s16 sock_fd;
     s16 aux_arg;
+    /* where each decoded column comes from (SRC_* or an argument index; -1: none) */
+    s16 src_fd;
+    s16 src_fd2;
+    s16 src_dirfd;
+    s16 src_dirfd2;
+    s16 src_flags;
+    s16 src_mode;
+    s16 src_sock_type;
+    s16 src_sock_proto;
+    s16 src_sock_family;
 };
 
 struct pending {
@@ -183,9 +198,78 @@ static __always_inline void fill_common(struct trace_event *e, u32 nr, const u64
     e->nr = nr;
     e->cpu = bpf_get_smp_processor_id();
     e->flags = flags;
+    e->flags_arg = 0;
+    e->fd = 0;
+    e->fd2 = 0;
+    e->dirfd = 0;
+    e->dirfd2 = 0;
+    e->mode = 0;
+    e->sock_type = 0;
+    e->sock_proto = 0;
+    e->sock_family = 0;
+    e->_pad = 0;
+    e->_pad2 = 0;
+    e->valid = 0;
     e->path_len = 0;
     *(u64 *)&e->comm[0] = *(u64 *)(task + OFF_task_struct__comm);
     *(u64 *)&e->comm[8] = *(u64 *)(task + OFF_task_struct__comm + 8);
+}
+
+/* One decoded column from its source (an argument, the return value or the
+ * copied user struct), marking it valid when the source holds a value. */
+static __always_inline s64 pick(s16 src, struct trace_event *e, const u64 *aux, u32 bit)
+{
+    if (src >= 0 && src < 6) {
+        if (e->flags & TF_NO_ARGS)
+            return 0;
+        e->valid |= bit;
+        return arg_at(e->args, src);
+    }
+    if (src == SRC_RES) {
+        if (e->flags & TF_NO_RES)
+            return 0;
+        e->valid |= bit;
+        return e->res;
+    }
+    if (src < SRC_AUX_LO || src > SRC_AUX1 || !(e->flags & TF_AUX))
+        return 0;
+    e->valid |= bit;
+    if (src == SRC_AUX_LO)
+        return (s32)aux[0];
+    if (src == SRC_AUX_HI)
+        return (s32)(aux[0] >> 32);
+    return src == SRC_AUX0 ? aux[0] : aux[1];
+}
+
+/* The argument-derived columns and the `valid` bits, once the TF_* flags are final. */
+static __always_inline void decode_columns(struct trace_event *e, const struct plan *p, const u64 *aux)
+{
+    u32 nargs = p->nargs > 6 ? 6 : p->nargs;
+    if (!(e->flags & TF_NO_ARGS))
+        e->valid |= (1u << nargs) - 1;
+    if (!(e->flags & TF_NO_RES))
+        e->valid |= TV_RES;
+    e->fd = pick(p->src_fd, e, aux, TV_FD);
+    e->fd2 = pick(p->src_fd2, e, aux, TV_FD2);
+    e->dirfd = pick(p->src_dirfd, e, aux, TV_DIRFD);
+    e->dirfd2 = pick(p->src_dirfd2, e, aux, TV_DIRFD2);
+    e->flags_arg = pick(p->src_flags, e, aux, TV_FLAGS);
+    e->mode = pick(p->src_mode, e, aux, TV_MODE);
+    e->sock_type = pick(p->src_sock_type, e, aux, TV_SOCK_TYPE);
+    e->sock_proto = pick(p->src_sock_proto, e, aux, TV_SOCK_PROTO);
+    if (p->src_sock_family >= 0) {
+        e->sock_family = pick(p->src_sock_family, e, aux, TV_SOCK_FAMILY);
+    } else if (e->flags & TF_ADDR) {
+        e->sock_family = e->addr_family;
+        e->valid |= TV_SOCK_FAMILY;
+    } else if (e->flags & TF_SOCK) {
+        e->sock_family = e->sk_family;
+        e->valid |= TV_SOCK_FAMILY;
+    }
+    if (e->flags & TF_PATH)
+        e->valid |= TV_PATH;
+    if (e->flags & TF_ADDR_UNIX)
+        e->valid |= TV_ADDR_PATH;
 }
 
 /* The sockaddr argument: IP family, address and port, or a unix path into the path slot. */
@@ -327,6 +411,7 @@ static __always_inline void emit_bulky_paths(struct scratch_buf *s, const struct
 
 static __always_inline void emit_syscall(u32 nr, const struct plan *p, const u64 *args, s64 res, u16 flags)
 {
+    u64 aux[2] = {};
     if (p->path2 >= 0) {
         struct scratch_buf *s = get_scratch();
         if (!s) {
@@ -334,6 +419,7 @@ static __always_inline void emit_syscall(u32 nr, const struct plan *p, const u64
             return;
         }
         fill_common((struct trace_event *)s->buf, nr, args, res, flags);
+        decode_columns((struct trace_event *)s->buf, p, aux);
         emit_bulky_paths(s, p, args);
         return;
     }
@@ -343,11 +429,12 @@ static __always_inline void emit_syscall(u32 nr, const struct plan *p, const u64
         return;
     }
     fill_common(&r->hdr, nr, args, res, flags);
+    /* The string view's inline bytes past a short path (or none) must be zero. */
+    *(u64 *)&r->path[0] = 0;
+    *(u64 *)&r->path[8] = 0;
     if (p->aux_len && res >= 0) {
-        r->hdr.aux[0] = 0;
-        r->hdr.aux[1] = 0;
         u32 n = p->aux_len > 8 ? 16 : 8;
-        if (bpf_probe_read_user(r->hdr.aux, n, (void *)arg_at(args, p->aux_arg)) == 0)
+        if (bpf_probe_read_user(aux, n, (void *)arg_at(args, p->aux_arg)) == 0)
             r->hdr.flags |= TF_AUX;
     }
     if (p->addr_mode)
@@ -358,6 +445,7 @@ static __always_inline void emit_syscall(u32 nr, const struct plan *p, const u64
         long n = bpf_probe_read_user_str(r->path, TRACE_PATH_SLOT, (void *)arg_at(args, p->path));
         if (n == TRACE_PATH_SLOT) {  /* may be cut: move it to the bulky ring */
             struct scratch_buf *s = get_scratch();
+            decode_columns(&r->hdr, p, aux);
             if (s)
                 bpf_probe_read_kernel(s->buf, sizeof(struct trace_event), &r->hdr);
             events.ringbuf_discard(r, BPF_RB_NO_WAKEUP);
@@ -372,6 +460,7 @@ static __always_inline void emit_syscall(u32 nr, const struct plan *p, const u64
             r->hdr.flags |= TF_PATH;
         }
     }
+    decode_columns(&r->hdr, p, aux);
     events.ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 }
 
@@ -648,7 +737,9 @@ int on_exec(struct tp_exec *ctx)
 #endif
 
     pos = put_cwd(s, pos, task, &flags);
+    u64 no_aux[2] = {};
     fill_common(e, nr, v.args, 0, flags);
+    decode_columns(e, p, no_aux);
     bulky_submit(s, pos);
     return 0;
 }
@@ -669,6 +760,9 @@ int on_task_exit(struct tp_exit *ctx)
     int exit_code = 0;
     READ_KERN(exit_code, (void *)bpf_get_current_task(), OFF_task_struct__exit_code);
     fill_common(&r->hdr, NR_PROCEXIT, no_args, exit_code, 0);
+    r->hdr.valid = TV_RES;
+    *(u64 *)&r->path[0] = 0;
+    *(u64 *)&r->path[8] = 0;
     events.ringbuf_submit(r, BPF_RB_NO_WAKEUP);
     return 0;
 }

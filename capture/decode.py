@@ -1,10 +1,12 @@
 """Raw ring-buffer records -> Arrow RecordBatch in capture.schema column order.
 
 Fixed-size records (the hot path: openat, close, ...) arrive as one numpy
-structured array and are decoded column by column with numpy: no Python
-work per event. Bulky records (exec, two-path calls, long paths) are parsed
-one by one; they are rare. HEADER_DTYPE mirrors struct trace_event in
-bpf/trace_event.h.
+structured array. The kernel already wrote each column in its schema type
+(argument-derived columns decoded from the syscall's plan, a `valid` bit per
+column), grouped by width, so a batch costs two blocked transpositions and
+the rows go to Arrow mostly as they are: no Python work per event. Bulky
+records (exec, two-path calls, long paths) are parsed one by one; they are
+rare. HEADER_DTYPE mirrors struct trace_event in bpf/trace_event.h.
 """
 
 from __future__ import annotations
@@ -21,27 +23,54 @@ from capture import syscalls as sc
 from capture.schema import COLUMN_NAMES, KIND_EVENT, SCHEMA
 
 # Mirrors bpf/trace_event.h.
-PATH_SLOT = 184
+PATH_SLOT = 152
 RING_HDR = 8  # struct bpf_ringbuf_hdr: u32 len (BUSY/DISCARD bits), u32 pg_off
 TF_PATH, TF_ADDR, TF_SOCK, TF_AUX, TF_NO_RES = 1, 2, 4, 8, 16
 TF_ADDR_UNIX, TF_ARGV_TRUNC, TF_CWD_TRUNC, TF_NO_ARGS, TF_ENV_TRUNC = 32, 64, 128, 256, 512
 TI_PATH, TI_PATH2, TI_EXEPATH, TI_ARGV, TI_CWD_PART, TI_EXEC_INFO, TI_ENV = 1, 2, 3, 4, 5, 6, 7
+# trace_event.valid: bit i is arg i, then these columns.
+VALID_BITS = {"res": 6, "fd": 7, "fd2": 8, "dirfd": 9, "dirfd2": 10, "flags": 11, "mode": 12, "sock_type": 13,
+              "sock_proto": 14, "sock_family": 15, "path": 16, "addr_path": 17}
 
 HEADER_DTYPE = np.dtype([
-    ("ts", "<u8"), ("cgroup_id", "<u8"), ("res", "<i8"), ("args", "<u8", (6,)), ("aux", "<u8", (2,)),
-    ("pid", "<u4"), ("tid", "<u4"), ("ppid", "<u4"), ("uid", "<u4"), ("gid", "<u4"),
-    ("nr", "<u2"), ("cpu", "<u2"), ("flags", "<u2"), ("path_len", "<u2"),
-    ("addr_family", "<u2"), ("addr_port", "<u2"), ("sk_family", "<u2"), ("sk_lport", "<u2"),
-    ("sk_rport", "<u2"), ("_pad", "<u2"),
-    ("comm", "u1", (16,)), ("addr", "u1", (16,)), ("sk_laddr", "u1", (16,)), ("sk_raddr", "u1", (16,)),
+    ("addr", "u1", (16,)), ("sk_laddr", "u1", (16,)), ("sk_raddr", "u1", (16,)),
+    ("ts", "<u8"), ("cgroup_id", "<u8"), ("res", "<i8"), ("args", "<u8", (6,)), ("flags_arg", "<i8"), ("comm", "u1", (16,)),
+    ("pid", "<u4"), ("tid", "<u4"), ("ppid", "<u4"), ("uid", "<u4"), ("gid", "<u4"), ("nr", "<u2"), ("cpu", "<u2"),
+    ("fd", "<i4"), ("fd2", "<i4"), ("dirfd", "<i4"), ("dirfd2", "<i4"), ("mode", "<i4"), ("sock_type", "<i4"),
+    ("sock_proto", "<i4"), ("flags", "<u2"), ("sock_family", "<i2"), ("addr_family", "<u2"), ("addr_port", "<u2"),
+    ("sk_family", "<u2"), ("sk_lport", "<u2"), ("sk_rport", "<u2"), ("_pad", "<u2"), ("_pad2", "<u4"),
+    ("valid", "<u4"), ("path_len", "<u4"),
 ])
 RECORD_DTYPE = np.dtype([("rb_len", "<u4"), ("rb_pg_off", "<u4"), ("hdr", HEADER_DTYPE), ("path", "u1", (PATH_SLOT,))])
 EXEC_INFO = struct.Struct("<QQQQIIIIIBB2x")
-assert HEADER_DTYPE.itemsize == 192 and RECORD_DTYPE.itemsize == 384
+assert HEADER_DTYPE.itemsize == 224 and RECORD_DTYPE.itemsize == 384
 HEADER_WORDS = HEADER_DTYPE.itemsize // 8
 
+
+def _offset(name: str) -> int:
+    return HEADER_DTYPE.fields[name][1]
+
+
+# The 64-bit group (ts .. comm) and the 32-bit group (pid .. path_len), as
+# header word ranges; a field's row in its group's transposition.
+_W64 = slice(_offset("ts") // 8, _offset("pid") // 8)
+_W32 = slice(_offset("pid") // 8, HEADER_WORDS)
+_TS_WORD = _offset("ts") // 8
+
+
+def _row64(name: str) -> int:
+    return (_offset(name) - _offset("ts")) // 8
+
+
+def _row32(name: str) -> int:
+    return (_offset(name) - _offset("pid")) // 4
+
+
+# path_len and the slot's first 12 bytes: an Arrow string view, within a ring record.
+_VIEW_OFFSET = RING_HDR + _offset("path_len")
+assert _VIEW_OFFSET + 4 == RECORD_DTYPE.fields["path"][1]
+
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
-_NO_SOURCE = 11  # candidate row of the decoded columns a syscall does not have (sc.NONE): always null
 _TRANSPOSE_ROWS = 256
 _NO_REMOTE_FROM_SOCKET = {sc.BY_NAME[n].nr for n in ("bind", "listen", "socket")}
 
@@ -109,28 +138,26 @@ def parse_bulky(record: bytes, argv_max: int) -> tuple[np.ndarray, BulkyExtras]:
     return header, extras
 
 
-def _slot_strings(slots: np.ndarray, lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
-    """Fixed-width byte slots (rows of a strided 2-D uint8 view) -> string array, rows cut at their length.
+def _slot_strings(records: np.ndarray, view_offset: int, width: int, valid: np.ndarray) -> pa.Array:
+    """Strings from fixed-width slots, each preceded by its u32 length, in the rows of a 2-D uint8 array.
 
-    Arrow's string_view points at each row's bytes where they lie, so numpy
-    only fills 16 bytes per row and Arrow's cast to string gathers the bytes
-    in one pass (a numpy mask over the whole slot width cost several).
+    The kernel laid out `length, first 12 bytes zero-padded` as an Arrow
+    string view, so numpy only copies those 16 bytes per row and points the
+    views of longer strings at their slot; Arrow's cast to string gathers
+    the bytes in one pass.
     """
-    n, width = (slots.shape[0], slots.shape[1]) if slots.ndim == 2 else (len(lengths), 0)
-    if not n or not width:
-        return pa.array([None if not ok else "" for ok in valid], pa.string())
-    lengths = np.where(valid, np.minimum(lengths, width), 0).astype(np.int32)
-    stride = slots.strides[0]
-    # The slots as one contiguous byte range (row i's slot starts at i * stride).
-    region = np.lib.stride_tricks.as_strided(slots, shape=((n - 1) * stride + width,), strides=(1,), writeable=False)
-    views = np.zeros((n, 4), np.int32)  # Arrow's 16-byte view: length, then 12 inline bytes or prefix/buffer/offset
-    views[:, 0] = lengths
-    inline = min(12, width)
-    head = np.where(np.arange(inline) < lengths[:, None], slots[:, :inline], 0).astype(np.uint8)  # zero-padded
-    views.view(np.uint8).reshape(n, 16)[:, 4:4 + inline] = head
-    long_rows = np.flatnonzero(lengths > 12)  # bytes 4..8 already hold their 4-byte prefix
+    n = len(records)
+    if not n:
+        return pa.array([], pa.string())
+    stride = records.strides[0]
+    views = records[:, view_offset:view_offset + 16].copy().view(np.int32)  # n x 4, out of the ring
+    np.minimum(views[:, 0], width, out=views[:, 0])  # never past the slot, whatever the record says
+    long_rows = np.flatnonzero(views[:, 0] > 12)  # bytes 4..8 already hold their 4-byte prefix
     views[long_rows, 2] = 0
     views[long_rows, 3] = long_rows * stride
+    # The slots as one byte range (row i's slot starts at i * stride).
+    slots = records[:, view_offset + 4:]
+    region = np.lib.stride_tricks.as_strided(slots, shape=((n - 1) * stride + width,), strides=(1,), writeable=False)
     bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
     arr = pa.Array.from_buffers(pa.string_view(), n, [bitmap, pa.py_buffer(views), pa.py_buffer(region)]).cast(pa.string())
     try:
@@ -154,21 +181,38 @@ def _transposed(words: np.ndarray) -> np.ndarray:
     return out
 
 
-_NUMPY_TYPES = {pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64}
+def _ints(values: np.ndarray, typ: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:
+    """A numpy int array as an Arrow array of the same width (its bits as they are), without a conversion pass."""
+    if values.dtype.itemsize * 8 != typ.bit_width:
+        raise ValueError(f"{values.dtype} values for a {typ} column")
+    bitmap = None if valid is None or valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(typ, len(values), [bitmap, pa.py_buffer(np.ascontiguousarray(values))])
 
 
-def _bitmaps(valid: np.ndarray) -> np.ndarray:
-    """Arrow validity bitmaps of each row of a 2-D bool matrix, in one call."""
-    return np.ascontiguousarray(np.packbits(valid, axis=1, bitorder="little"))
+class _Validity:
+    """The kernel's per-row `valid` bits as Arrow validity bitmaps."""
 
+    def __init__(self, valid: np.ndarray):
+        self._valid = valid
+        self._any = int(np.bitwise_or.reduce(valid)) if len(valid) else 0
+        self._all = int(np.bitwise_and.reduce(valid)) if len(valid) else 0
 
-def _ints(values: np.ndarray, valid: np.ndarray | None, typ: pa.DataType, bits: np.ndarray | None = None) -> pa.Array:
-    """A numpy int array as an Arrow array without a conversion pass."""
-    values = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[typ])
-    bitmap = None
-    if valid is not None and not valid.all():
-        bitmap = pa.py_buffer(np.packbits(valid, bitorder="little") if bits is None else bits)
-    return pa.Array.from_buffers(typ, len(values), [bitmap, pa.py_buffer(values)])
+    @staticmethod
+    def _index(name: str) -> int:
+        return int(name[3:]) if name.startswith("arg") else VALID_BITS[name]
+
+    def some(self, name: str) -> bool:
+        return bool(self._any >> self._index(name) & 1)
+
+    def mask(self, name: str) -> np.ndarray:
+        return (self._valid & (1 << self._index(name))) != 0
+
+    def bitmap(self, name: str) -> pa.Buffer | None:
+        """None when every row holds a value. (Per column: a mask and a pack are 10x cheaper than
+        unpacking all bits at once and packing them again through a transposed view.)"""
+        if self._all >> self._index(name) & 1:
+            return None
+        return pa.py_buffer(np.packbits(self.mask(name), bitorder="little"))
 
 
 def _comm_strings(low: np.ndarray, high: np.ndarray) -> pa.Array:
@@ -199,9 +243,6 @@ class Decoder:
     argv_max: int = 64
     _names: list[str] = field(init=False)
     _name_index: np.ndarray = field(init=False)
-    _sources: dict[str, np.ndarray] = field(init=False)
-    _nargs: np.ndarray = field(init=False)
-    _source_matrix: np.ndarray = field(init=False)
     _names_array: pa.Array = field(init=False)
     _kinds: pa.Array = field(init=False)
     _zeros: pa.Buffer = field(init=False, default_factory=lambda: pa.py_buffer(b""))
@@ -212,10 +253,6 @@ class Decoder:
         self._name_index = np.zeros(sc.MAX_NR, dtype=np.int32)
         for i, nr in enumerate(sorted(by_nr)):
             self._name_index[nr] = i
-        self._sources = {col: sc.source_table(col) for col in (*sc.DECODED_COLUMNS, "sock_family")}
-        sources = np.stack([self._sources[col] for col in sc.DECODED_COLUMNS]).astype(np.intp)
-        self._source_matrix = np.where(sources == sc.NONE, _NO_SOURCE, sources)
-        self._nargs = sc.nargs_table()
         self._names_array = pa.array(self._names, pa.string())
         self._kinds = pa.array([KIND_EVENT], pa.string())
 
@@ -230,30 +267,31 @@ class Decoder:
             # Two rings: time order is restored on the headers, before any
             # column exists, so only the few columns that do not come from
             # the headers need reordering (a take per column costs a pass).
-            order = np.argsort(words[:, 0], kind="stable")  # word 0: ts
+            order = np.argsort(words[:, _TS_WORD], kind="stable")
             words = words[order]
-        headers = words.view(HEADER_DTYPE).reshape(len(words))
-        extras = [x for _, x in parsed]
-        n_fixed, n = len(fixed), len(headers)
-        # One transposing copy (the first pass over the ring): each header word
-        # becomes a contiguous row, so the per-column work reads memory
-        # sequentially instead of striding over whole records once per column.
-        w = _transposed(words)
-        cols = self._header_columns(headers, w)
-        flags = (w[14] & 0xFFFF).astype(np.uint16)
+        n = len(words)
+        # One blocked transposition per group (the first pass over the ring):
+        # each field becomes a contiguous row, in its column's own type.
+        w64 = _transposed(words[:, _W64])
+        w32 = _transposed(words[:, _W32].view(np.uint32))
+        valid = _Validity(w32[_row32("valid")])
+        cols = self._header_columns(w64, w32, valid)
 
-        slot_word = fixed_words[:, 14]  # flags and path_len, in ring order like the path slots
-        slot_flags, slot_lengths = slot_word & 0xFFFF, (slot_word >> 16) & 0xFFFF
-        path_fixed = self._slot_column(fixed["path"], slot_lengths, (slot_flags & TF_PATH) != 0)
-        unix_fixed = self._slot_column(fixed["path"], slot_lengths, (slot_flags & TF_ADDR_UNIX) != 0)
-        cols["path"] = _in_order(self._append(path_fixed, [x.path for x in extras]), order)
-        cols["addr_path"] = _in_order(self._unix_paths(unix_fixed, len(extras)), order)
-        cols["sock_family"] = self._socket_family(w, flags)
-        cols.update(self._socket_columns(headers, flags))
+        extras = [x for _, x in parsed]
+        records = fixed.view(np.uint8).reshape(len(fixed), RECORD_DTYPE.itemsize)
+        slot_valid = valid if order is None else _Validity(np.ascontiguousarray(fixed["hdr"]["valid"]))
+        slots = _slot_strings(records, _VIEW_OFFSET, PATH_SLOT, slot_valid.mask("path")) if slot_valid.some("path") \
+            else self._nulls("path", len(fixed))
+        cols["path"] = _in_order(self._append(slots, [x.path for x in extras]), order)
+        if slot_valid.some("addr_path"):
+            unix = _slot_strings(records, _VIEW_OFFSET, PATH_SLOT, slot_valid.mask("addr_path"))
+            cols["addr_path"] = _in_order(self._unix_paths(unix, len(extras)), order)
+        flags = w32[_row32("flags")] & 0xFFFF
+        cols.update(self._socket_columns(words.view(HEADER_DTYPE).reshape(n), flags))
         if extras:
             row_of = np.empty(n, np.intp)
             row_of[order] = np.arange(n)
-            cols.update(self._bulky_columns(n, row_of[n_fixed:], extras))
+            cols.update(self._bulky_columns(n, row_of[len(fixed):], extras))
 
         arrays = [cols[name] if name in cols else self._nulls(name, n) for name in COLUMN_NAMES]
         return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
@@ -264,8 +302,7 @@ class Decoder:
         pa.nulls allocates and zeroes fresh buffers per column and batch; a
         shared buffer is also counted once by get_total_buffer_size.
         """
-        if self._zeros.size < 8 * n + 8:
-            self._zeros = pa.py_buffer(np.zeros(max(8 * n + 8, 1 << 20), np.uint8))
+        self._grow_zeros(n)
         typ = SCHEMA.field(name).type
         if pa.types.is_dictionary(typ):  # container_id, filled in by the recorder
             indices = pa.Array.from_buffers(typ.index_type, n, [self._zeros] * 2, null_count=n)
@@ -273,63 +310,42 @@ class Decoder:
         children = [pa.array([], typ.value_type)] if pa.types.is_list(typ) else None
         return pa.Array.from_buffers(typ, n, [self._zeros] * typ.num_buffers, null_count=n, children=children)
 
-    def _slot_column(self, slots: np.ndarray, lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
-        return _slot_strings(slots, lengths, valid) if valid.any() else self._nulls("path", len(valid))
+    def _grow_zeros(self, n: int) -> None:
+        if self._zeros.size < 8 * n + 8:
+            self._zeros = pa.py_buffer(np.zeros(max(8 * n + 8, 1 << 20), np.uint8))
 
-    def _header_columns(self, h: np.ndarray, w: np.ndarray) -> dict[str, pa.Array]:
-        """Columns every event has; `w` is the header words transposed (word x row)."""
-        n = len(h)
-        nr = np.minimum((w[13] >> 32) & 0xFFFF, sc.MAX_NR - 1).astype(np.intp)
-        flags = (w[14] & 0xFFFF).astype(np.uint16)
-        args = w[3:9].view(np.int64)
-        res = w[2].view(np.int64)
-        has_res = (flags & TF_NO_RES) == 0
+    def _column(self, name: str, values: np.ndarray, valid: _Validity) -> pa.Array:
+        """A decoded column straight from its transposed row (no copy), with the kernel's validity bits."""
+        if not valid.some(name):
+            return self._nulls(name, len(values))
+        return pa.Array.from_buffers(SCHEMA.field(name).type, len(values), [valid.bitmap(name), pa.py_buffer(values)])
+
+    def _header_columns(self, w64: np.ndarray, w32: np.ndarray, valid: _Validity) -> dict[str, pa.Array]:
+        """Columns every event has; `w64` and `w32` are the header groups transposed (field x row)."""
+        n = w64.shape[1]
+        self._grow_zeros(n)
+        nr_cpu = w32[_row32("nr")]
+        nr = np.minimum(nr_cpu & 0xFFFF, sc.MAX_NR - 1)
         cols: dict[str, pa.Array] = {
-            "kind": pa.DictionaryArray.from_arrays(_ints(np.zeros(n, np.int32), None, pa.int32()), self._kinds),
-            "ts": _ints(w[0].view(np.int64) + self.boot_ns, None, pa.int64()),
-            "cpu": _ints((w[13] >> 48).astype(np.int16), None, pa.int16()),
-            "pid": _ints((w[11] & 0xFFFFFFFF).astype(np.int32), None, pa.int32()),
-            "tid": _ints((w[11] >> 32).astype(np.int32), None, pa.int32()),
-            "ppid": _ints((w[12] & 0xFFFFFFFF).astype(np.int32), None, pa.int32()),
-            "uid": _ints((w[12] >> 32).view(np.int64), None, pa.int64()),
-            "gid": _ints((w[13] & 0xFFFFFFFF).view(np.int64), None, pa.int64()),
-            "comm": _comm_strings(w[16], w[17]),
-            "cgroup_id": _ints(w[1].view(np.int64), None, pa.int64()),
-            "syscall": pa.DictionaryArray.from_arrays(
-                _ints(self._name_index[nr], None, pa.int32()), self._names_array),
-            "res": _ints(res, has_res, pa.int64()),
+            "kind": pa.DictionaryArray.from_arrays(pa.Array.from_buffers(pa.int32(), n, [None, self._zeros]), self._kinds),
+            "ts": _ints(w64[_row64("ts")].view(np.int64) + self.boot_ns, pa.int64()),
+            "cpu": _ints((nr_cpu >> 16).astype(np.int16), pa.int16()),
+            "pid": _ints(w32[_row32("pid")], pa.int32()),
+            "tid": _ints(w32[_row32("tid")], pa.int32()),
+            "ppid": _ints(w32[_row32("ppid")], pa.int32()),
+            "uid": _ints(w32[_row32("uid")].astype(np.int64), pa.int64()),
+            "gid": _ints(w32[_row32("gid")].astype(np.int64), pa.int64()),
+            "comm": _comm_strings(w64[_row64("comm")], w64[_row64("comm") + 1]),
+            "cgroup_id": _ints(w64[_row64("cgroup_id")], pa.int64()),
+            "syscall": pa.DictionaryArray.from_arrays(_ints(self._name_index[nr], pa.int32()), self._names_array),
+            "res": self._column("res", w64[_row64("res")], valid),
+            "flags": self._column("flags", w64[_row64("flags_arg")], valid),
+            "sock_family": self._column("sock_family", (w32[_row32("flags")] >> 16).astype(np.int16), valid),
         }
-        known_args = (flags & TF_NO_ARGS) == 0
-        arg_valid = known_args & (self._nargs[nr] > np.arange(6)[:, None])  # 6 x n at once
-        arg_bits = _bitmaps(arg_valid)
         for i in range(6):
-            cols[f"arg{i}"] = _ints(args[i], arg_valid[i], pa.int64(), arg_bits[i])
-        has_aux = (flags & TF_AUX) != 0
-        # Every possible source of a decoded column as one row of a matrix
-        # (indexed by the sc.* source codes); all decoded columns are then
-        # gathered with one fancy index over (column, row).
-        candidates = np.empty((_NO_SOURCE + 1, n), np.int64)
-        candidates[0:6] = args
-        candidates[sc.RES] = res
-        candidates[sc.AUX_LO] = (w[9] & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
-        candidates[sc.AUX_HI] = (w[9] >> 32).astype(np.uint32).view(np.int32)
-        candidates[sc.AUX0] = w[9].view(np.int64)
-        candidates[sc.AUX1] = w[10].view(np.int64)
-        candidates[_NO_SOURCE] = 0
-        candidate_ok = np.empty((_NO_SOURCE + 1, n), bool)
-        candidate_ok[0:6] = known_args
-        candidate_ok[sc.RES] = has_res
-        candidate_ok[sc.AUX_LO:sc.AUX1 + 1] = has_aux
-        candidate_ok[_NO_SOURCE] = False
-        # Flat positions (source row * n + row): a 1-D take, cheaper than a 2-D fancy index.
-        flat = self._source_matrix[:, nr] * n + np.arange(n)  # columns x n
-        values = candidates.ravel().take(flat)
-        valid = candidate_ok.ravel().take(flat)
-        bits = _bitmaps(valid)
-        low32 = (values & 0xFFFFFFFF).astype(np.uint32).view(np.int32)  # int arguments: the kernel uses the low 32 bits
-        for i, col in enumerate(sc.DECODED_COLUMNS):
-            typ = SCHEMA.field(col).type
-            cols[col] = _ints(low32[i] if typ == pa.int32() else values[i], valid[i], typ, bits[i])
+            cols[f"arg{i}"] = self._column(f"arg{i}", w64[_row64("args") + i], valid)
+        for name in ("fd", "fd2", "dirfd", "dirfd2", "mode", "sock_type", "sock_proto"):
+            cols[name] = self._column(name, w32[_row32(name)], valid)
         return cols
 
     def _socket_columns(self, h: np.ndarray, flags: np.ndarray) -> dict[str, pa.Array]:
@@ -356,30 +372,14 @@ class Decoder:
                     addr_port[i], has_port[i] = rec["sk_rport"], True
         return {
             "addr_ip": _sparse_strings(n, addr_ip),
-            "addr_port": _ints(addr_port, has_port, pa.int32()),
+            "addr_port": _ints(addr_port, pa.int32(), has_port),
             "local_ip": _sparse_strings(n, local_ip),
-            "local_port": _ints(local_port, has_local, pa.int32()),
+            "local_port": _ints(local_port, pa.int32(), has_local),
         }
-
-    def _socket_family(self, w: np.ndarray, flags: np.ndarray) -> pa.Array:
-        """socket()'s domain argument, else the address argument's family, else the socket's."""
-        nr = np.minimum((w[13] >> 32) & 0xFFFF, sc.MAX_NR - 1).astype(np.intp)
-        from_args = self._sources["sock_family"][nr] != sc.NONE
-        from_addr = ~from_args & ((flags & TF_ADDR) != 0)
-        from_sock = ~from_args & ((flags & (TF_ADDR | TF_SOCK)) == TF_SOCK)
-        valid = from_args | from_addr | from_sock
-        if not valid.any():
-            return self._nulls("sock_family", len(flags))
-        family = np.where(from_args, w[3] & 0xFFFF, 0)
-        family = np.where(from_addr, (w[14] >> 32) & 0xFFFF, family)
-        family = np.where(from_sock, w[15] & 0xFFFF, family)
-        return _ints(family.astype(np.int16), valid, pa.int16())
 
     @staticmethod
     def _unix_paths(fixed: pa.Array, n_bulky: int) -> pa.Array:
         """sun_path: NUL-terminated, or abstract (leading NUL) shown as '@name' like ss(8)."""
-        if fixed.null_count == len(fixed):
-            return pa.concat_arrays([fixed, pa.nulls(n_bulky, pa.string())])
         values = [None if v is None else ("@" + v[1:].rstrip("\0") if v.startswith("\0") else v.split("\0", 1)[0])
                   for v in fixed.to_pylist()]
         return pa.array(values + [None] * n_bulky, pa.string())

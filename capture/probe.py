@@ -257,6 +257,8 @@ class EventSource:
             leaf.addr_mode, leaf.aux_len, leaf.nargs = s.addr_mode, s.aux_len, s.nargs
             leaf.path, leaf.path2 = s.path, s.path2
             leaf.addr_arg, leaf.addrlen_arg, leaf.sock_fd, leaf.aux_arg = s.addr_arg, s.addrlen_arg, s.sock_fd, s.aux_arg
+            for column in (*sc.DECODED_COLUMNS, "sock_family"):  # decoded in the kernel
+                setattr(leaf, f"src_{column}", getattr(s, column))
             plans[plans.Key(s.nr)] = leaf
         if config.comms:
             table = bpf[b"comm_filter"]

@@ -3,20 +3,18 @@
 One `Syscall` per traced call says where each decoded column comes from:
 an argument index, the return value, or a small user struct the BPF program
 copies at exit (`aux`: pipe's int[2], openat2's open_how, clone3's
-clone_args). capture/probe.py writes the kernel half of this plan into the
-BPF program's `plans` map; capture/decode.py gathers the columns with numpy
-from the same table, so each syscall is described once.
+clone_args). capture/probe.py writes this plan into the BPF program's
+`plans` map and the program fills the columns in each record, so each
+syscall is described once and user space only copies them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from capture.errors import RecorderError
 
-# Column sources (values of the decode lookup tables).
+# Column sources (the BPF program's SRC_*: bpf/trace.bpf.c decodes the columns).
 NONE = -1
 RES = 6  # the return value
 AUX_LO = 7  # low s32 of the copied user struct (pipe fds[0])
@@ -144,7 +142,7 @@ BY_NR: dict[int, Syscall] = {s.nr: s for s in SYSCALLS}
 DEFAULT_SYSCALLS: frozenset[str] = frozenset(BY_NAME)
 MAX_NR = 1024  # size of the kernel plan map and the decode lookup tables
 
-# Columns decoded from a source (arg index / RES / AUX*), gathered per row.
+# Columns decoded in the kernel from a source (arg index / RES / AUX*); also sock_family.
 DECODED_COLUMNS = ("fd", "fd2", "dirfd", "dirfd2", "flags", "mode", "sock_type", "sock_proto")
 
 
@@ -152,21 +150,6 @@ def check_names(names: frozenset[str]) -> None:
     unknown = sorted(names - BY_NAME.keys())
     if unknown:
         raise RecorderError(f"unknown syscall(s): {', '.join(unknown)}; known: {', '.join(sorted(BY_NAME))}")
-
-
-def source_table(column: str) -> np.ndarray:
-    """nr -> source of `column` (NONE when the syscall has no such argument)."""
-    table = np.full(MAX_NR, NONE, dtype=np.int8)
-    for s in SYSCALLS:
-        table[s.nr] = getattr(s, column)
-    return table
-
-
-def nargs_table() -> np.ndarray:
-    table = np.zeros(MAX_NR, dtype=np.int8)
-    for s in SYSCALLS:
-        table[s.nr] = s.nargs
-    return table
 
 
 def names_by_nr() -> dict[int, str]:

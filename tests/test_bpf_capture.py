@@ -20,7 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from capture import syscalls as sc
 from capture.probe import EventSource, ProbeConfig
+from capture.schema import SCHEMA
 
 pytestmark = [
     pytest.mark.bpf,
@@ -351,3 +353,76 @@ def test_exec_from_an_overlay_upper_layer_is_flagged(source, tmp_path):
     assert found["dropped"]["exe_upper_layer"] is True
     assert found["shipped"]["exe_upper_layer"] is False
     assert found["dropped"]["exepath"] == str(merged / "dropped")
+
+
+PLAN_WORKLOAD = textwrap.dedent(
+    """
+    import ctypes, os, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    tag = sys.argv[1]
+    rel = ("rel-" + tag).encode()
+    missing = ("/nonexistent-" + tag + "/x").encode()
+    BAD, CLOEXEC = 1000, 0o2000000  # an fd that is not open; O_CLOEXEC
+
+    class OpenHow(ctypes.Structure):
+        _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+    def call(nr, *args):
+        return libc.syscall(ctypes.c_long(nr), *[a if isinstance(a, (bytes, ctypes._Pointer)) else ctypes.c_long(a)
+                                                 for a in args])
+
+    # Distinct values in every argument a column comes from; all but openat2 fail harmlessly.
+    for nr, *args in [
+        (32, BAD + 1), (33, BAD + 2, BAD + 3), (292, BAD + 4, BAD + 5, CLOEXEC), (72, BAD + 6, 1), (3, BAD + 7),
+        (91, BAD + 8, 0o751), (81, BAD + 9), (308, BAD + 10, 0), (313, BAD + 11, b"", 0),
+        (257, BAD + 12, rel, CLOEXEC, 0o600), (258, BAD + 13, rel, 0o711), (268, BAD + 14, rel, 0o755),
+        (263, BAD + 15, rel, 0x200), (316, BAD + 16, rel, BAD + 17, rel, 1), (265, BAD + 18, rel, BAD + 19, rel, 0),
+        (266, rel, BAD + 20, rel), (322, BAD + 21, rel, 0, 0, 0x1000),
+        (41, 12345, 1, 0), (53, 12346, 2, 0, 8), (288, BAD + 22, 0, 0, CLOEXEC), (293, 8, CLOEXEC),
+        (319, rel, 0x100), (323, 0x100), (2, missing, CLOEXEC, 0o644), (85, missing, 0o600), (83, missing, 0o700),
+        (90, missing, 0o700), (50, BAD + 23, 5), (49, BAD + 24, 0, 0), (42, BAD + 25, 0, 0),
+        (44, BAD + 26, 0, 0, 0, 0, 0), (45, BAD + 27, 0, 0, 0, 0, 0), (46, BAD + 28, 0, 0), (47, BAD + 29, 0, 0),
+    ]:
+        assert call(nr, *args) < 0, nr
+    how = OpenHow(os.O_RDONLY | CLOEXEC, 0, 0)
+    fd = call(437, -100, b"/dev/null", ctypes.pointer(how), ctypes.sizeof(how))
+    assert fd >= 0
+    os.close(fd)
+    """
+)
+
+
+def test_kernel_decodes_every_argument_column_by_the_plan(source):
+    """The BPF program fills fd, dirfd, flags, mode, ... from each syscall's plan (capture/syscalls.py)."""
+    proc = subprocess.Popen([sys.executable, "-c", PLAN_WORKLOAD, uuid.uuid4().hex])
+    assert proc.wait(timeout=30) == 0
+    rows = collect_tree(source, proc.pid, exited(proc.pid))
+    checked: set[str] = set()
+    for row in rows:
+        s = sc.BY_NAME.get(row["syscall"])
+        if s is None:
+            continue
+        for column in (*sc.DECODED_COLUMNS, "sock_family"):
+            source_of = getattr(s, column)
+            if column == "sock_family" and source_of == sc.NONE:
+                continue  # from the address or the socket: test_tcp_connect_and_socket
+            if source_of == sc.NONE:
+                assert row[column] is None, (s.name, column)
+                continue
+            if source_of >= sc.AUX_LO:  # from the user struct copied after a successful call only
+                if row["res"] < 0:
+                    assert row[column] is None, (s.name, column)
+                continue
+            raw = row["res"] if source_of == sc.RES else row[f"arg{source_of}"]
+            bits = SCHEMA.field(column).type.bit_width
+            expected = raw if bits == 64 else (raw + (1 << (bits - 1))) % (1 << bits) - (1 << (bits - 1))
+            assert row[column] == expected, (s.name, column, row[column], expected)
+        checked.add(s.name)
+    called = {"dup", "dup2", "dup3", "fcntl", "close", "fchmod", "fchdir", "setns", "finit_module", "openat", "mkdirat",
+              "fchmodat", "unlinkat", "renameat2", "linkat", "symlinkat", "execveat", "socket", "socketpair", "accept4",
+              "pipe2", "memfd_create", "userfaultfd", "open", "creat", "mkdir", "chmod", "listen", "bind", "connect",
+              "sendto", "recvfrom", "sendmsg", "recvmsg", "openat2"}
+    assert called <= checked, sorted(called - checked)
+    [how] = [r for r in rows if r["syscall"] == "openat2" and r["path"] == "/dev/null"]
+    assert (how["res"] >= 0, how["flags"], how["mode"]) == (True, os.O_RDONLY | 0o2000000, 0)  # open_how, copied

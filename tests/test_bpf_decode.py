@@ -2,7 +2,9 @@
 
 No BPF program is loaded here: the BTF parser is compared with bpftool, the
 syscall table with the kernel's own tracepoint formats and uapi header, and
-the decoder with records built the way bpf/trace.bpf.c lays them out.
+the decoder with records built the way bpf/trace.bpf.c lays them out (the
+kernel's own decoding of argument columns is checked against the plan on
+real captures in test_bpf_capture.py).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from hypothesis import strategies as st
 from capture import syscalls as sc
 from capture.btf import OFFSETS, VMLINUX_BTF, Btf
 from capture.decode import (
-    EXEC_INFO, HEADER_DTYPE, RECORD_DTYPE, TF_ADDR, TF_ARGV_TRUNC, TF_AUX, TF_NO_RES, TF_PATH, TF_SOCK,
-    TF_ENV_TRUNC, TI_ARGV, TI_CWD_PART, TI_ENV, TI_EXEC_INFO, TI_EXEPATH, TI_PATH, TI_PATH2, Decoder, _slot_strings, _text, parse_bulky,
+    EXEC_INFO, RECORD_DTYPE, TF_ADDR, TF_ADDR_UNIX, TF_ARGV_TRUNC, TF_NO_RES, TF_PATH, TF_SOCK, TF_ENV_TRUNC,
+    TI_ARGV, TI_CWD_PART, TI_ENV, TI_EXEC_INFO, TI_EXEPATH, TI_PATH, TI_PATH2, VALID_BITS, Decoder, _slot_strings,
+    _text, parse_bulky,
 )
 from capture.errors import RecorderError
 from capture.schema import COLUMN_NAMES, SCHEMA
@@ -116,6 +119,14 @@ def test_default_set_covers_the_issue():
 
 # --- decoder ---------------------------------------------------------------
 
+def valid(*columns: str) -> int:
+    """trace_event.valid with these columns marked as holding a value (arg0..arg5 or VALID_BITS names)."""
+    return sum(1 << (int(c[3:]) if c.startswith("arg") else VALID_BITS[c]) for c in columns)
+
+
+ARGS4 = ("arg0", "arg1", "arg2", "arg3")
+
+
 def fixed_records(rows: list[dict]) -> np.ndarray:
     out = np.zeros(len(rows), RECORD_DTYPE)
     out["rb_len"] = RECORD_DTYPE.itemsize - 8
@@ -126,6 +137,7 @@ def fixed_records(rows: list[dict]) -> np.ndarray:
                 raw = value.encode() if isinstance(value, str) else value
                 out[i]["path"][: len(raw)] = np.frombuffer(raw, np.uint8)
                 out[i]["path"][len(raw):] = 0x41  # stale bytes past the string must not leak
+                out[i]["path"][len(raw):16] = 0  # ... but the kernel zeroes the string view's inline bytes
                 hdr["path_len"] = len(raw)
             elif key in ("comm", "addr", "sk_laddr", "sk_raddr"):
                 raw = value.encode() if isinstance(value, str) else value
@@ -144,7 +156,9 @@ def decode(rows: list[dict], bulky: list[bytes] = ()) -> list[dict]:
 def test_openat_decodes_dirfd_path_flags_mode():
     args = [(-100) & (2**64 - 1), 0x7FFD0000, 0o100 | 0o2, 0o640, 0, 0]
     [row] = decode([dict(ts=5, nr=257, res=3, args=args, flags=TF_PATH, path="rel/x", pid=10, tid=11,
-                         ppid=1, uid=1000, gid=1000, comm="cat", cgroup_id=77, cpu=1)])
+                         ppid=1, uid=1000, gid=1000, comm="cat", cgroup_id=77, cpu=1,
+                         dirfd=-100, flags_arg=0o102, mode=0o640,
+                         valid=valid(*ARGS4, "res", "dirfd", "flags", "mode", "path"))])
     assert row["kind"] == "evt" and row["syscall"] == "openat" and row["ts"] == BOOT + 5
     assert (row["pid"], row["tid"], row["ppid"], row["uid"], row["gid"], row["comm"]) == (10, 11, 1, 1000, 1000, "cat")
     assert (row["dirfd"], row["path"], row["flags"], row["mode"], row["res"]) == (-100, "rel/x", 0o102, 0o640, 3)
@@ -152,12 +166,13 @@ def test_openat_decodes_dirfd_path_flags_mode():
     assert row["fd"] is None and row["evt_num"] is None and row["container_id"] is None and row["cgroup_id"] == 77
 
 
-def test_pipe_fds_come_from_the_copied_array_and_exit_has_no_result():
+def test_columns_without_a_value_are_null_and_exit_has_no_result():
     pipe, exit_group = sc.BY_NAME["pipe2"].nr, sc.BY_NAME["exit_group"].nr
     rows = decode([
-        dict(ts=1, nr=pipe, res=0, args=[0x1000, 0o2000000, 0, 0, 0, 0], flags=TF_AUX, aux=[(7 << 32) | 6, 0]),
-        dict(ts=2, nr=pipe, res=-24, args=[0x1000, 0, 0, 0, 0, 0]),
-        dict(ts=3, nr=exit_group, res=0, args=[3, 0, 0, 0, 0, 0], flags=TF_NO_RES),
+        dict(ts=1, nr=pipe, res=0, args=[0x1000, 0o2000000, 0, 0, 0, 0], fd=6, fd2=7, flags_arg=0o2000000,
+             valid=valid("arg0", "arg1", "res", "fd", "fd2", "flags")),
+        dict(ts=2, nr=pipe, res=-24, args=[0x1000, 0, 0, 0, 0, 0], fd=99, valid=valid("arg0", "arg1", "res")),
+        dict(ts=3, nr=exit_group, res=0, args=[3, 0, 0, 0, 0, 0], flags=TF_NO_RES, valid=valid("arg0")),
     ])
     assert (rows[0]["fd"], rows[0]["fd2"], rows[0]["flags"]) == (6, 7, 0o2000000)
     assert rows[1]["fd"] is None and rows[1]["res"] == -24
@@ -170,9 +185,11 @@ def test_connect_and_accept_addresses():
     rows = decode([
         dict(ts=1, nr=connect, res=0, args=[4, 0, 16, 0, 0, 0], flags=TF_ADDR | TF_SOCK, addr_family=2,
              addr_port=8080, addr=bytes([10, 0, 0, 1]), sk_family=2, sk_lport=50000,
-             sk_laddr=bytes([10, 0, 0, 2]), sk_rport=8080, sk_raddr=bytes([10, 0, 0, 1])),
+             sk_laddr=bytes([10, 0, 0, 2]), sk_rport=8080, sk_raddr=bytes([10, 0, 0, 1]),
+             fd=4, sock_family=2, valid=valid("arg0", "arg1", "arg2", "res", "fd", "sock_family")),
         dict(ts=2, nr=accept, res=5, args=[3, 0, 0, 0, 0, 0], flags=TF_SOCK, sk_family=10, sk_lport=22,
-             sk_laddr=v6, sk_rport=40000, sk_raddr=v6),
+             sk_laddr=v6, sk_rport=40000, sk_raddr=v6,
+             fd=3, sock_family=10, valid=valid(*ARGS4, "res", "fd", "sock_family")),
     ])
     c, a = rows
     assert (c["fd"], c["sock_family"], c["addr_ip"], c["addr_port"], c["local_ip"], c["local_port"]) == \
@@ -185,8 +202,10 @@ def test_connect_and_accept_addresses():
 def test_unix_socket_paths_and_abstract_names():
     connect = sc.BY_NAME["connect"].nr
     rows = decode([
-        dict(ts=1, nr=connect, res=0, args=[4, 0, 20, 0, 0, 0], flags=TF_ADDR | 32, addr_family=1, path=b"/run/x.sock\0\0"),
-        dict(ts=2, nr=connect, res=0, args=[4, 0, 20, 0, 0, 0], flags=TF_ADDR | 32, addr_family=1, path=b"\0abstract"),
+        dict(ts=1, nr=connect, res=0, args=[4, 0, 20, 0, 0, 0], flags=TF_ADDR | TF_ADDR_UNIX, addr_family=1,
+             path=b"/run/x.sock\0\0", sock_family=1, valid=valid("sock_family", "addr_path")),
+        dict(ts=2, nr=connect, res=0, args=[4, 0, 20, 0, 0, 0], flags=TF_ADDR | TF_ADDR_UNIX, addr_family=1,
+             path=b"\0abstract", sock_family=1, valid=valid("sock_family", "addr_path")),
     ])
     assert [r["addr_path"] for r in rows] == ["/run/x.sock", "@abstract"]
     assert all(r["path"] is None and r["addr_ip"] is None and r["sock_family"] == 1 for r in rows)
@@ -241,10 +260,12 @@ def test_two_rings_merge_in_time_order_and_two_paths_decode():
     rename = sc.BY_NAME["rename"].nr
     openat = sc.BY_NAME["openat"].nr
     rows = decode(
-        [dict(ts=10, nr=openat, flags=TF_PATH, path="/a"), dict(ts=30, nr=openat, flags=TF_PATH, path="/c")],
+        [dict(ts=10, nr=openat, flags=TF_PATH, path="/a", valid=valid("path")),
+         dict(ts=30, nr=openat, flags=TF_PATH, path="/c" * 20, valid=valid("path"))],
         [bulky_record(dict(ts=20, nr=rename), [(TI_PATH, b"/old\0"), (TI_PATH2, b"/new\0")])],
     )
     assert [r["ts"] - BOOT for r in rows] == [10, 20, 30]
+    assert [r["path"] for r in rows] == ["/a", "/old", "/c" * 20]
     assert (rows[1]["syscall"], rows[1]["path"], rows[1]["path2"]) == ("rename", "/old", "/new")
     assert rows[0]["path2"] is None and rows[1]["argv"] is None
 
@@ -252,13 +273,14 @@ def test_two_rings_merge_in_time_order_and_two_paths_decode():
 @settings(max_examples=80)
 @given(st.lists(st.binary(max_size=60).filter(lambda b: b"\0" not in b), max_size=30), st.data())
 def test_slot_strings_cut_each_slot_at_its_length(values, data):
-    valid = np.array(data.draw(st.lists(st.booleans(), min_size=len(values), max_size=len(values))), bool)
-    slots = np.full((len(values), 64), 0x5A, np.uint8)  # stale bytes past each string
-    for i, v in enumerate(values):
-        slots[i, : len(v)] = np.frombuffer(v, np.uint8)
-    lengths = np.array([len(v) for v in values], np.uint16)
-    got = _slot_strings(slots, lengths, valid).to_pylist()
-    assert got == [_text(v) if ok else None for v, ok in zip(values, valid)]
+    valid_rows = np.array(data.draw(st.lists(st.booleans(), min_size=len(values), max_size=len(values))), bool)
+    records = np.full((len(values), 4 + 64 + 8), 0x5A, np.uint8)  # length, slot, then the next field: stale bytes
+    for i, v in enumerate(values):  # as the kernel writes them: length, the string, zeroes to 12 bytes
+        records[i, :4] = np.frombuffer(np.uint32(len(v)).tobytes(), np.uint8)
+        records[i, 4: 4 + max(len(v), 12)] = 0
+        records[i, 4: 4 + len(v)] = np.frombuffer(v, np.uint8)
+    got = _slot_strings(records, 0, 64, valid_rows).to_pylist()
+    assert got == [_text(v) if ok else None for v, ok in zip(values, valid_rows)]
 
 
 @given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=12),
@@ -269,24 +291,28 @@ def test_argv_block_round_trips(argv):
     assert extras.argv == argv and extras.argv_truncated is False
 
 
+DECODED_FIELDS = {"fd": "fd", "fd2": "fd2", "dirfd": "dirfd", "dirfd2": "dirfd2", "flags": "flags_arg", "mode": "mode",
+                  "sock_type": "sock_type", "sock_proto": "sock_proto", "sock_family": "sock_family"}
+
+
 @settings(max_examples=80)  # each example decodes a whole batch
-@given(st.sampled_from(sc.SYSCALLS), st.lists(st.integers(0, 2**64 - 1), min_size=6, max_size=6),
-       st.integers(-4095, 2**31))
-def test_decoded_columns_follow_the_plan(syscall, args, res):
-    [row] = decode([dict(ts=1, nr=syscall.nr, res=res, args=args)])
-    assert row["syscall"] == syscall.name
-    signed = [a - 2**64 if a >= 2**63 else a for a in args]
-    for i in range(6):
-        assert row[f"arg{i}"] == (signed[i] if i < syscall.nargs else None)
-    for column in sc.DECODED_COLUMNS:
-        source = getattr(syscall, column)
-        if source == sc.NONE or source >= sc.AUX_LO:  # AUX needs TF_AUX, not set here
-            assert row[column] is None, column
-            continue
-        raw = res if source == sc.RES else signed[source]
-        if SCHEMA.field(column).type.bit_width == 32:
-            raw = (raw & 0xFFFFFFFF) - (1 << 32 if raw & 0x80000000 else 0)
-        assert row[column] == raw, column
+@given(st.lists(st.tuples(st.sampled_from(sc.SYSCALLS), st.integers(0, 2**64 - 1), st.integers(0, 2**18 - 1),
+                          st.integers(-2**31, 2**31 - 1)), min_size=1, max_size=12))
+def test_every_column_comes_from_its_field_where_the_kernel_marked_it_valid(records):
+    """Whatever the kernel wrote, each column is its own header field, null exactly where its valid bit is clear."""
+    rows = [dict(ts=i, nr=s.nr, res=value - 2**64 if value >= 2**63 else value, args=[value] * 6, valid=bits,
+                 fd=small, fd2=small, dirfd=small, dirfd2=small, mode=small, sock_type=small, sock_proto=small,
+                 flags_arg=value - 2**64 if value >= 2**63 else value, sock_family=small % 2**15)
+            for i, (s, value, bits, small) in enumerate(records)]
+    for row, (s, value, bits, small) in zip(decode(rows), records):
+        signed = value - 2**64 if value >= 2**63 else value
+        assert row["syscall"] == s.name
+        for i in range(6):
+            assert row[f"arg{i}"] == (signed if bits >> i & 1 else None)
+        assert row["res"] == (signed if bits >> VALID_BITS["res"] & 1 else None)
+        for column, field in DECODED_FIELDS.items():
+            expected = signed if column == "flags" else small % 2**15 if column == "sock_family" else small
+            assert row[column] == (expected if bits >> VALID_BITS[column] & 1 else None), column
 
 
 def test_environment_keeps_whole_entries_only():
