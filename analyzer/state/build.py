@@ -123,10 +123,11 @@ def materialize(
         _build_ancestry(con, carried)
         _build_lives(con)
         _build_own_rows(con, carried)
+        # the last reader of `rows`: it is dropped before the fd table grows
+        _build_names(con)
         _resolve_generations(con)
         _build_timeline(con)
         _build_event_keys(con, capture, good)
-        _build_names(con)
     return good
 
 
@@ -147,13 +148,13 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
             f"AND (syscall <> 'fcntl' OR arg1 IN ({F_DUPFD}, {F_DUPFD_CLOEXEC})))"
         )
         # events at their own order; snapshot rows get their segment's base in _order_segments
-        order = "CASE WHEN kind = 'evt' THEN evt_num * 4 + 2 END AS ord, NULL::BIGINT AS fork_from"
+        order = "CASE WHEN kind = 'evt' THEN evt_num * 4 + 2 END AS ord"
         select_state = f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns()}, {order} FROM {source} WHERE {state_filter}"
         # One row per pid: its first event in the segment, a process seen
         # without fork or snapshot still resolves from it.
         select_seen = (
             f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns(_SEEN_NAMES, kind=repr('seen'))}, "
-            f"evt_num * 4 + 2, NULL FROM (SELECT {', '.join(_SEEN_NAMES)} FROM {source} "
+            f"evt_num * 4 + 2 FROM (SELECT {', '.join(_SEEN_NAMES)} FROM {source} "
             "WHERE kind = 'evt') QUALIFY row_number() OVER (PARTITION BY pid ORDER BY evt_num) = 1"
         )
         # The parent's side of a fork, with its thread's previous event: the
@@ -214,16 +215,14 @@ def _order_segments(con: duckdb.DuckDBPyConnection) -> None:
     # A parent's fork return: the order its fork began after (its thread's
     # previous event; else, the previous segment's snapshot, where a child
     # that ran first is already listed).
-    forks = f"kind = 'evt' AND syscall IN {sql_list(FORK_SYSCALLS)} AND res > 0"
     con.execute(
         f"""
-        UPDATE rows SET fork_from = f.fork_from FROM (
-            SELECT r.evt_num, coalesce(fp.prev_evt * 4 + 2, s.prev_base * 4) AS fork_from
-            FROM (SELECT seg, evt_num FROM rows WHERE {forks}) r
-            JOIN (SELECT seg, coalesce(lag(base) OVER (ORDER BY base, seq, name), base) AS prev_base FROM segments) s
-                USING (seg)
-            LEFT JOIN fork_prev fp ON fp.evt_num = r.evt_num) f
-        WHERE rows.kind = 'evt' AND rows.evt_num = f.evt_num
+        CREATE TABLE fork_origin AS
+        SELECT r.evt_num AS fork_evt, coalesce(fp.prev_evt * 4 + 2, s.prev_base * 4) AS fork_from
+        FROM (SELECT seg, evt_num FROM rows WHERE kind = 'evt' AND syscall IN {sql_list(FORK_SYSCALLS)} AND res > 0) r
+        JOIN (SELECT seg, coalesce(lag(base) OVER (ORDER BY base, seq, name), base) AS prev_base FROM segments) s
+            USING (seg)
+        LEFT JOIN fork_prev fp ON fp.evt_num = r.evt_num
         """
     )
     con.execute("DROP TABLE fork_prev")
@@ -248,7 +247,7 @@ def _build_incarnations(con: duckdb.DuckDBPyConnection) -> None:
         -- processes use it; the child's own side (res = 0) covers the rest.
         SELECT res::INTEGER AS pid, ord, 0 AS prio, 'fork' AS src, pid AS parent_pid, {common}, {_NO_IMAGE},
                fork_from
-        FROM rows WHERE kind = 'evt' AND syscall IN {forks} AND res > 0
+        FROM rows LEFT JOIN fork_origin ON fork_evt = evt_num WHERE kind = 'evt' AND syscall IN {forks} AND res > 0
           AND (coalesce(flags, 0) & {CLONE_THREAD}) = 0 AND coalesce(container_id, 'host') = 'host'
         UNION ALL
         SELECT pid, ord, 0, 'fork', ppid, {common}, {_NO_IMAGE}, NULL
@@ -383,7 +382,7 @@ def _build_incarnations(con: duckdb.DuckDBPyConnection) -> None:
         FROM inc GROUP BY life_key
         """
     )
-    for table in ("bounds", "eff", "starts", "inc0", "image_of", "snapfill"):
+    for table in ("fork_origin", "bounds", "eff", "starts", "inc0", "image_of", "snapfill"):
         con.execute(f"DROP TABLE {table}")
 
 
