@@ -62,17 +62,25 @@ _RAW_NAMES = (
     "container_image",
 )
 _ENUMS = ("kind", "container_id", "syscall")
+# Only process snapshots, execs and the name snapshots carry these: they live
+# in the `images` table, so the many fd rows in `rows` stay narrow.
+_IMAGE_NAMES = (
+    "exepath", "argv", "env", "loginuid", "tty", "sid", "pgid", "vpid", "proc_start_ts", "cap_effective",
+    "cap_permitted", "cap_inheritable", "exe_from_memfd", "exe_upper_layer", "user_name", "user_home", "user_shell",
+    "group_name", "container_name", "container_image",
+)
+_ROW_NAMES = tuple(n for n in _RAW_NAMES if n not in _IMAGE_NAMES)
 # What a first sighting ('seen' row) says about its process (see _build_incarnations).
 _SEEN_NAMES = ("evt_num", "ts", "pid", "tid", "ppid", "uid", "gid", "comm", "cgroup_id", "container_id", "cwd")
 
 
-def _raw_columns(names: tuple[str, ...] = _RAW_NAMES, kind: str = "kind::VARCHAR") -> str:
-    """The builder's columns, those not in `names` as NULL."""
+def _raw_columns(names: tuple[str, ...], present: tuple[str, ...] | None = None, kind: str = "kind::VARCHAR") -> str:
+    """`names` as the builder reads them (enums as text), those not `present` as NULL."""
     return ", ".join(
         f"{kind} AS kind" if n == "kind"
-        else (f"{n}::VARCHAR AS {n}" if n in _ENUMS else n) if n in names
+        else (f"{n}::VARCHAR AS {n}" if n in _ENUMS else n) if present is None or n in present
         else f"NULL AS {n}"
-        for n in _RAW_NAMES
+        for n in names
     )
 
 
@@ -149,11 +157,16 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
         )
         # events at their own order; snapshot rows get their segment's base in _order_segments
         order = "CASE WHEN kind = 'evt' THEN evt_num * 4 + 2 END AS ord"
-        select_state = f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns()}, {order} FROM {source} WHERE {state_filter}"
+        select_state = f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns(_ROW_NAMES)}, {order} FROM {source} WHERE {state_filter}"
+        select_images = (
+            f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns(_RAW_NAMES)}, {order} FROM {source} "
+            f"WHERE kind IN ('proc', 'user', 'group', 'cgroup') "
+            f"OR (kind = 'evt' AND syscall IN {sql_list(EXEC_SYSCALLS)} AND res = 0)"
+        )
         # One row per pid: its first event in the segment, a process seen
         # without fork or snapshot still resolves from it.
         select_seen = (
-            f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns(_SEEN_NAMES, kind=repr('seen'))}, "
+            f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns(_ROW_NAMES, _SEEN_NAMES, kind=repr('seen'))}, "
             f"evt_num * 4 + 2 FROM (SELECT {', '.join(_SEEN_NAMES)} FROM {source} "
             "WHERE kind = 'evt') QUALIFY row_number() OVER (PARTITION BY pid ORDER BY evt_num) = 1"
         )
@@ -169,10 +182,12 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
             con.execute("BEGIN")
             if not created:
                 con.execute(f"CREATE TABLE rows AS {select_state} UNION ALL {select_seen}")
+                con.execute(f"CREATE TABLE images AS {select_images}")
                 con.execute(f"CREATE TABLE fork_prev AS {select_fork_prev}")
                 created = True
             else:
                 con.execute(f"INSERT INTO rows {select_state} UNION ALL {select_seen}")
+                con.execute(f"INSERT INTO images {select_images}")
                 con.execute(f"INSERT INTO fork_prev {select_fork_prev}")
             stats = con.execute(
                 f"SELECT min(evt_num), max(evt_num) FROM {source} WHERE kind = 'evt'"
@@ -211,7 +226,8 @@ def _order_segments(con: duckdb.DuckDBPyConnection) -> None:
         WHERE segments.seg = b.seg
         """
     )
-    con.execute("UPDATE rows SET ord = s.base * 4 FROM segments s WHERE rows.ord IS NULL AND rows.seg = s.seg")
+    for table in ("rows", "images"):
+        con.execute(f"UPDATE {table} SET ord = s.base * 4 FROM segments s WHERE {table}.ord IS NULL AND {table}.seg = s.seg")
     # A parent's fork return: the order its fork began after (its thread's
     # previous event; else, the previous segment's snapshot, where a child
     # that ran first is already listed).
@@ -254,10 +270,10 @@ def _build_incarnations(con: duckdb.DuckDBPyConnection) -> None:
         FROM rows WHERE kind = 'evt' AND syscall IN {forks} AND res = 0 AND pid = tid
         UNION ALL
         SELECT pid, ord, 1, 'exec', ppid, {common}, {_IMAGE}, NULL
-        FROM rows WHERE kind = 'evt' AND syscall IN {execs} AND res = 0
+        FROM images WHERE kind = 'evt' AND syscall IN {execs} AND res = 0
         UNION ALL
         SELECT pid, ord, 2, 'snap', ppid, {common}, {_IMAGE}, NULL
-        FROM rows WHERE kind = 'proc' AND (tid IS NULL OR tid = pid)
+        FROM images WHERE kind = 'proc' AND (tid IS NULL OR tid = pid)
         UNION ALL
         SELECT pid, ord, 2, 'seen', ppid, {common}, {_NO_IMAGE}, NULL
         FROM rows WHERE kind = 'seen'
@@ -866,18 +882,19 @@ def _build_names(con: duckdb.DuckDBPyConnection) -> None:
         CREATE TABLE users AS
         SELECT uid, arg_max(user_name, ord) AS name, arg_max(user_home, ord) AS home,
                arg_max(user_shell, ord) AS shell
-        FROM rows WHERE kind = 'user' AND uid IS NOT NULL GROUP BY uid
+        FROM images WHERE kind = 'user' AND uid IS NOT NULL GROUP BY uid
         """
     )
     con.execute(
-        "CREATE TABLE groups AS SELECT gid, arg_max(group_name, ord) AS name FROM rows "
+        "CREATE TABLE groups AS SELECT gid, arg_max(group_name, ord) AS name FROM images "
         "WHERE kind = 'group' AND gid IS NOT NULL GROUP BY gid"
     )
     con.execute(
         """
         CREATE TABLE containers AS
         SELECT container_id, arg_max(container_name, ord) AS name, arg_max(container_image, ord) AS image
-        FROM rows WHERE kind = 'cgroup' AND container_id IS NOT NULL GROUP BY container_id
+        FROM images WHERE kind = 'cgroup' AND container_id IS NOT NULL GROUP BY container_id
         """
     )
+    con.execute("DROP TABLE images")
     con.execute("DROP TABLE rows")
