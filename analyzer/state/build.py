@@ -508,10 +508,14 @@ def _build_lives(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _with_life(select: str) -> str:
-    """Attach the life (and incarnation) alive at each row's (pid, ord)."""
+    """Attach the life (and incarnation) alive at each row's (pid, ord): the
+    pid's latest incarnation started by then, valid until the pid's next one.
+    A hash join on pid with that range: an ASOF join would sort the wide rows."""
     return (
         f"SELECT x.*, i.life_key AS life, i.key AS inc_key FROM ({select}) x "
-        "ASOF JOIN inc i ON i.pid = x.pid AND x.ord >= i.start_ord"
+        "JOIN (SELECT pid, key, life_key, start_ord, "
+        "coalesce(lead(start_ord) OVER (PARTITION BY pid ORDER BY start_ord, key), 9223372036854775807) AS until_ord "
+        "FROM inc) i ON i.pid = x.pid AND x.ord >= i.start_ord AND x.ord < i.until_ord"
     )
 
 
