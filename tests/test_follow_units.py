@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from analyzer.follow.candidates import EXACT_FIELDS, exact_fields_sql
 from analyzer.follow.checkpoint import Checkpoint
 from analyzer.follow.follower import Follower
 from analyzer.follow.sinks import JsonlSink, StdoutSink, WebhookSink
@@ -108,6 +109,38 @@ def test_big_batches_copy_only_what_passes_the_prefilters_and_give_the_offline_a
     shutil.copytree(DEMO, capture)
     followed, _ = follow_once(capture, rules, 400)
     assert Counter(followed) == Counter(offline)
+
+
+@pytest.mark.parametrize("chunk_rows", [150, 700, None])
+def test_neutral_open_close_pairs_left_out_of_builds_give_the_offline_alerts(tmp_path, chunk_rows):
+    default_rules = [str(REPO / "rules" / "trace_rules.yaml")]  # opens of most files fire nothing: pairs drop
+    capture = tmp_path / "demo"
+    shutil.copytree(DEMO, capture)
+    expected = hunt_offline(capture, default_rules)
+    followed, follower = follow_once(capture, default_rules, chunk_rows)
+    assert follower.result.dropped > 100 and len(expected) > 5
+    assert Counter(followed) == Counter(expected)
+
+
+def test_fields_of_exact_raw_rows_equal_the_events_view(tmp_path):
+    """The candidate test reads event fields off raw successful opens of absolute paths: they must be
+    exactly what the state-resolved events view says."""
+    capture = tmp_path / "demo"
+    shutil.copytree(DEMO, capture)
+    segment = next(capture.glob("seg-*.parquet"))
+    with open_captures([str(capture)]) as cs:
+        install_runtime(cs.con)
+        raw = f"(SELECT * FROM read_parquet('{segment}'))"
+        differ = " OR ".join(f'r."{name}" IS DISTINCT FROM e."{name}"' for name in sorted(EXACT_FIELDS))
+        exact, wrong = cs.con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE {differ}) FROM ({exact_fields_sql(raw)}) r "
+            "JOIN events e USING (evt_num) WHERE r._exact"
+        ).fetchall()[0]
+        total_opens = cs.con.execute(
+            "SELECT count(*) FROM events WHERE \"evt.type\" IN ('open', 'openat', 'openat2', 'creat') AND res >= 0"
+        ).fetchall()[0][0]
+    assert exact > 100 and exact >= total_opens // 2
+    assert wrong == 0
 
 
 RARE_SYSCALL_RULES = """

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
@@ -26,14 +26,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.follow.checkpoint import Checkpoint
-from analyzer.follow.scan import BatchScan, candidate_types, has_candidates
+from analyzer.follow.candidates import CandidateTest
+from analyzer.follow.compact import droppable_pairs
+from analyzer.follow.scan import BatchScan
 from analyzer.follow.sinks import JsonlSink
 from analyzer.follow.source import CaptureSource, Chunk
-from analyzer.follow.state import BatchState, StateCarry, open_connection
+from analyzer.follow.state import BatchState, SegmentInfo, StateCarry, events_only, open_connection
 from analyzer.hunt.engine import HuntRule, UnsupportedRule
 from analyzer.output import Alert, utc_offset_now
 from analyzer.state.cache import cache_dir_for
 from analyzer.state.inputs import Capture
+from capture import schema
 
 DEFAULT_INTERVAL_S = 0.5
 # Rows no rule can fire on wait for the next chunk that needs a scan, up to this
@@ -60,15 +63,17 @@ class FollowResult:
     chunks: int = 0  # batches resolved
     scanned: int = 0  # of them, scanned by the rules
     events: int = 0  # events handed on by the source
+    dropped: int = 0  # of them, left out of builds as neutral open/close pairs
     cpu_s: Counter[str] = field(default_factory=Counter)  # this thread's CPU seconds per phase
 
     def summary(self) -> str:
         """One line on where the follower's CPU went (the bench reads it)."""
         phases = " ".join(f"{phase}_cpu_s={self.cpu_s[phase]:.3f}" for phase in _PHASES)
-        return f"follow stats: batches={self.chunks} scanned={self.scanned} events={self.events} {phases}"
+        return (f"follow stats: batches={self.chunks} scanned={self.scanned} events={self.events} "
+                f"dropped={self.dropped} {phases}")
 
 
-_PHASES = ("poll", "resolve", "scan", "carry")
+_PHASES = ("poll", "candidates", "resolve", "scan", "carry")
 
 
 class _Phase:
@@ -82,6 +87,50 @@ class _Phase:
 
     def __exit__(self, *exc: object) -> None:
         self._result.cpu_s[self._phase] += time.thread_time() - self._start
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Rows of one segment on their way to a build, with their candidate mask and event range."""
+
+    segment: SegmentInfo
+    rows: pa.Table
+    candidate: pa.ChunkedArray
+    first: int | None  # evt_num range of the events handed on (compaction may drop some)
+    last: int | None
+
+    @classmethod
+    def of(cls, chunk: Chunk, candidate: pa.ChunkedArray) -> _Batch:
+        nums = chunk.event_nums
+        if len(nums) == 0:
+            return cls(chunk.segment, chunk.rows, candidate, None, None)
+        return cls(chunk.segment, chunk.rows, candidate, pc.min(nums).as_py(), pc.max(nums).as_py())
+
+    @property
+    def has_candidates(self) -> bool:
+        return bool(pc.any(self.candidate).as_py())
+
+    @property
+    def has_events(self) -> bool:
+        return bool(pc.any(pc.equal(self.rows["kind"].cast(pa.string()), schema.KIND_EVENT)).as_py())
+
+    def followed_by(self, later: _Batch) -> _Batch:
+        return _Batch(
+            self.segment,
+            pa.concat_tables([self.rows, later.rows]),
+            pa.chunked_array(self.candidate.chunks + later.candidate.chunks, pa.bool_()),
+            self.first if self.first is not None else later.first,
+            later.last if later.last is not None else self.last,
+        )
+
+    def compacted(self, *, more_may_follow: bool) -> _Batch:
+        """Without its neutral open/close pairs (analyzer.follow.compact); whole if that would leave a
+        segment's snapshot rows without any event (the builder orders a snapshot at its first event)."""
+        keep = pa.array(~droppable_pairs(self.rows, self.candidate, more_may_follow=more_may_follow))
+        smaller = replace(self, rows=self.rows.filter(keep), candidate=self.candidate.filter(keep))
+        if not smaller.has_events and not events_only(smaller.rows):
+            return self
+        return smaller
 
 
 class Follower:
@@ -108,10 +157,10 @@ class Follower:
         self._stop = threading.Event()
         self._utc_offset = utc_offset_now()
         self._scan: BatchScan | None = None
-        self._types = candidate_types(self._rules)  # before binding: a superset of what the scan runs
+        self._candidates = CandidateTest(self._rules)  # before binding: a superset of what the scan runs
         self._con: duckdb.DuckDBPyConnection | None = None
         self._carry: StateCarry | None = None
-        self._pending: Chunk | None = None  # rows waiting: a snapshot without events yet, or deferred events
+        self._pending: _Batch | None = None  # rows waiting: a snapshot without events yet, or deferred events
         self._resume_after = checkpoint.last_evt_num
         self._replayed = jsonl.replayed(checkpoint.outputs.get(jsonl.key)) if jsonl is not None else None
         self.result = FollowResult()
@@ -145,35 +194,59 @@ class Follower:
         return bool(chunks)
 
     def _process(self, chunk: Chunk, workdir: Path) -> None:
-        if self._pending is not None:
-            if self._pending.segment == chunk.segment:
-                chunk = Chunk(chunk.segment, pa.concat_tables([self._pending.rows, chunk.rows]))
-            elif len(self._pending.event_nums):
-                self._resolve(self._pending, workdir, scan=False)  # deferred events of the previous segment
-            # else the pending rows were the snapshot of a segment without events:
-            # the next segment's own snapshot supersedes it.
-            self._pending = None
-        nums = chunk.event_nums
-        if len(nums) == 0:
-            self._pending = chunk
-            return
-        scan = pc.max(nums).as_py() > self._resume_after and has_candidates(chunk.rows, self._types)
-        if not scan and chunk.rows.num_rows < DEFER_MAX_ROWS:
-            # No rule can fire on these rows: resolving them can wait for the
-            # next chunk that needs a scan (one build instead of many, same state).
-            self._pending = chunk
-            return
-        self._resolve(chunk, workdir, scan)
-
-    def _resolve(self, chunk: Chunk, workdir: Path, scan: bool) -> None:
-        """Carry the state through `chunk`, scanning it when `scan`; then checkpoint."""
-        nums = chunk.event_nums
-        first, last = pc.min(nums).as_py(), pc.max(nums).as_py()
-        warnings: list[str] = []
         if self._con is None:
             self._con = open_connection(workdir)
+        with _Phase(self.result, "candidates"):
+            batch = _Batch.of(chunk, self._candidates.mask(self._con, chunk.rows))
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            if pending.segment == batch.segment:
+                batch = pending.followed_by(batch)
+            elif pending.last is not None:
+                self._resolve(pending, workdir, scan=False)  # deferred events of the previous segment
+            # else the pending rows were the snapshot of a segment without events:
+            # the next segment's own snapshot supersedes it.
+        if batch.last is None:
+            self._pending = batch
+            return
+        scan = batch.last > self._resume_after and batch.has_candidates
+        if not scan:
+            # No rule can fire on these rows: resolving them can wait for the
+            # next batch that needs a scan (one build instead of many, same
+            # state); neutral open/close pairs go now, so what waits stays small.
+            if batch.rows.num_rows >= DEFER_MAX_ROWS:
+                with _Phase(self.result, "candidates"):
+                    batch = self._compacted(batch, more_may_follow=True)
+            if batch.rows.num_rows < DEFER_MAX_ROWS:
+                self._pending = batch
+                return
+        self._resolve(batch, workdir, scan)
+
+    def _resolve(self, batch: _Batch, workdir: Path, scan: bool) -> None:
+        """Carry the state through `batch`, scanning it when `scan`; then checkpoint."""
+        with _Phase(self.result, "candidates"):
+            batch = self._compacted(batch, more_may_follow=False)
+        assert batch.first is not None and batch.last is not None
+        if batch.rows.num_rows:
+            self._build(batch, workdir, scan)
+        # else every row was part of a neutral pair: the state is what it was
+        if batch.last > self.checkpoint.last_evt_num:
+            self.checkpoint.last_evt_num = batch.last
+            if self._jsonl is not None:
+                self.checkpoint.outputs[self._jsonl.key] = self._jsonl.offset
+            self.checkpoint.save()
+
+    def _compacted(self, batch: _Batch, *, more_may_follow: bool) -> _Batch:
+        smaller = batch.compacted(more_may_follow=more_may_follow)
+        self.result.dropped += batch.rows.num_rows - smaller.rows.num_rows
+        return smaller
+
+    def _build(self, batch: _Batch, workdir: Path, scan: bool) -> None:
+        assert self._con is not None and batch.first is not None
+        warnings: list[str] = []
         with _Phase(self.result, "resolve"):
-            state = BatchState(self._con, workdir, self.capture_dir, chunk.segment, chunk.rows, first, self._carry, warnings)
+            state = BatchState(self._con, workdir, self.capture_dir, batch.segment, batch.rows, batch.first, self._carry,
+                               warnings)
         try:
             for warning in warnings:
                 self._warn(warning)
@@ -186,11 +259,6 @@ class Follower:
         finally:
             state.close()
         self.result.chunks += 1
-        if last > self.checkpoint.last_evt_num:
-            self.checkpoint.last_evt_num = last
-            if self._jsonl is not None:
-                self.checkpoint.outputs[self._jsonl.key] = self._jsonl.offset
-            self.checkpoint.save()
 
     def _hunt(self, state: BatchState) -> None:
         if self._scan is None:

@@ -20,15 +20,12 @@ import re
 from collections.abc import Sequence
 
 import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from analyzer.errors import TraceError
 from analyzer.fields.catalog import sql_string
 from analyzer.hunt.engine import BindCheck, HuntRule, Scan, bind_check, build_scan, run_hunt, scan_prefilter
 from analyzer.hunt.plan import field_sql
 from analyzer.output import Alert
-from capture import schema
 
 ROWS_TABLE = "follow_rows"
 PREFILTER_MIN_ROWS = 5_000  # batches this big copy only what passes the rules' prefilters
@@ -42,19 +39,14 @@ def candidate_types(rules: Sequence[HuntRule]) -> frozenset[str] | None:
     return frozenset().union(*(rule.evttypes or () for rule in rules))
 
 
-def has_candidates(rows: pa.Table, types: frozenset[str] | None) -> bool:
-    """Whether any event row of a raw batch (capture schema) can fire a rule."""
-    is_event = pc.equal(rows["kind"].cast(pa.string()), schema.KIND_EVENT)
-    if types is not None:
-        is_event = pc.and_(is_event, pc.is_in(rows["syscall"].cast(pa.string()), pa.array(sorted(types), pa.string())))
-    return bool(pc.any(pc.fill_null(is_event, False)).as_py())
+def identifiers(sql: str) -> set[str]:
+    """Every name `sql` may use, quoted or bare (over-inclusion: words in strings count too)."""
+    return {quoted.replace('""', '"') if quoted else bare for quoted, bare in _IDENTIFIER.findall(sql)}
 
 
 def _columns_read(sql: str, available: Sequence[str]) -> list[str]:
     """The columns of `available` that `sql` names (over-inclusion is harmless)."""
-    named = set()
-    for quoted, bare in _IDENTIFIER.findall(sql):
-        named.add(quoted.replace('""', '"') if quoted else bare)
+    named = identifiers(sql)
     return [column for column in available if column in named]
 
 

@@ -110,7 +110,7 @@ class BatchState:
     ):
         batch_path = workdir / "batch" / segment.name
         segments = []
-        if carry is not None and _events_only(rows):
+        if carry is not None and events_only(rows):
             # The carried state becomes the batch's own snapshot, ordered where a
             # segment's snapshot is (at its first event) as offline at a segment's
             # start: a vfork child that ran in the previous batch is then known
@@ -166,7 +166,7 @@ class BatchState:
         con.execute(f"DROP SCHEMA IF EXISTS {self._schema} CASCADE")
 
 
-def _events_only(rows: pa.Table) -> bool:
+def events_only(rows: pa.Table) -> bool:
     return bool(pc.all(pc.equal(rows["kind"].cast(pa.string()), schema.KIND_EVENT)).as_py())
 
 
