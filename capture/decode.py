@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from capture import syscalls as sc
 from capture.schema import COLUMN_NAMES, KIND_EVENT, SCHEMA
@@ -51,10 +52,14 @@ def _offset(name: str) -> int:
     return HEADER_DTYPE.fields[name][1]
 
 
-# The 64-bit group (ts .. comm) and the 32-bit group (pid .. path_len), as
-# header word ranges; a field's row in its group's transposition.
+# What is read of each record: the header and the first 16 bytes of the path
+# slot. The 64-bit group (ts .. comm) and the 32-bit group (pid .. path_len,
+# then the slot's first 12 bytes, which with path_len form an Arrow string
+# view) as word ranges; a field's row in its group's transposition.
+_ROW_WORDS = HEADER_WORDS + 2
 _W64 = slice(_offset("ts") // 8, _offset("pid") // 8)
-_W32 = slice(_offset("pid") // 8, HEADER_WORDS)
+_W32_START = _offset("pid") // 8
+_W32_ROWS = (HEADER_DTYPE.itemsize + 12 - _offset("pid")) // 4
 _TS_WORD = _offset("ts") // 8
 
 
@@ -66,9 +71,7 @@ def _row32(name: str) -> int:
     return (_offset(name) - _offset("pid")) // 4
 
 
-# path_len and the slot's first 12 bytes: an Arrow string view, within a ring record.
-_VIEW_OFFSET = RING_HDR + _offset("path_len")
-assert _VIEW_OFFSET + 4 == RECORD_DTYPE.fields["path"][1]
+assert RING_HDR + _offset("path_len") + 4 == RECORD_DTYPE.fields["path"][1]  # path_len, then the slot
 
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
 _TRANSPOSE_ROWS = 256
@@ -138,26 +141,21 @@ def parse_bulky(record: bytes, argv_max: int) -> tuple[np.ndarray, BulkyExtras]:
     return header, extras
 
 
-def _slot_strings(records: np.ndarray, view_offset: int, width: int, valid: np.ndarray) -> pa.Array:
-    """Strings from fixed-width slots, each preceded by its u32 length, in the rows of a 2-D uint8 array.
+def _slot_strings(views: np.ndarray, region: np.ndarray, slot_starts: np.ndarray, width: int,
+                  valid: np.ndarray) -> pa.Array:
+    """Strings from fixed-width slots in `region`: Arrow string views completed in place.
 
-    The kernel laid out `length, first 12 bytes zero-padded` as an Arrow
-    string view, so numpy only copies those 16 bytes per row and points the
-    views of longer strings at their slot; Arrow's cast to string gathers
-    the bytes in one pass.
+    `views` (n x 4 int32, written to) holds what the kernel wrote before and
+    at the start of each slot: the length, then the first 12 bytes,
+    zero-padded; that already is the view of a short string. Views of longer
+    strings get their slot's offset in `region` (`slot_starts`), and Arrow's
+    cast to string gathers the bytes in one pass.
     """
-    n = len(records)
-    if not n:
-        return pa.array([], pa.string())
-    stride = records.strides[0]
-    views = records[:, view_offset:view_offset + 16].copy().view(np.int32)  # n x 4, out of the ring
+    n = len(views)
     np.minimum(views[:, 0], width, out=views[:, 0])  # never past the slot, whatever the record says
     long_rows = np.flatnonzero(views[:, 0] > 12)  # bytes 4..8 already hold their 4-byte prefix
     views[long_rows, 2] = 0
-    views[long_rows, 3] = long_rows * stride
-    # The slots as one byte range (row i's slot starts at i * stride).
-    slots = records[:, view_offset + 4:]
-    region = np.lib.stride_tricks.as_strided(slots, shape=((n - 1) * stride + width,), strides=(1,), writeable=False)
+    views[long_rows, 3] = slot_starts[long_rows]
     bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
     arr = pa.Array.from_buffers(pa.string_view(), n, [bitmap, pa.py_buffer(views), pa.py_buffer(region)]).cast(pa.string())
     try:
@@ -246,6 +244,7 @@ class Decoder:
     _names_array: pa.Array = field(init=False)
     _kinds: pa.Array = field(init=False)
     _zeros: pa.Buffer = field(init=False, default_factory=lambda: pa.py_buffer(b""))
+    _null_columns: dict[str, pa.Array] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         by_nr = sc.names_by_nr()
@@ -259,60 +258,83 @@ class Decoder:
     def decode(self, fixed: np.ndarray, bulky: list[bytes]) -> pa.RecordBatch:
         """`fixed`: RECORD_DTYPE rows (committed, not discarded); `bulky`: raw bulky payloads."""
         parsed = [parse_bulky(rec, self.argv_max) for rec in bulky]
-        # The headers as rows of words, in place in the ring while there is no bulky record.
-        fixed_words = fixed.view(np.uint64).reshape(len(fixed), RECORD_DTYPE.itemsize // 8)[:, 1:1 + HEADER_WORDS]
-        words, order = fixed_words, None
+        n_fixed = len(fixed)
+        # What is read of each record, as rows of words, in place in the ring while there is no bulky record.
+        words, order = fixed.view(np.uint64).reshape(n_fixed, RECORD_DTYPE.itemsize // 8)[:, 1:1 + _ROW_WORDS], None
         if parsed:
-            words = np.concatenate([fixed_words] + [h.view(np.uint64).reshape(1, HEADER_WORDS) for h, _ in parsed])
+            bulky_words = np.zeros((len(parsed), _ROW_WORDS), np.uint64)  # no path slot: empty views
+            bulky_words[:, :HEADER_WORDS] = np.concatenate([h.view(np.uint64) for h, _ in parsed]).reshape(-1, HEADER_WORDS)
             # Two rings: time order is restored on the headers, before any
-            # column exists, so only the few columns that do not come from
-            # the headers need reordering (a take per column costs a pass).
+            # column exists, so only the columns that come from bulky
+            # records need placing (a take per column costs a pass).
+            words = np.concatenate([words, bulky_words])
             order = np.argsort(words[:, _TS_WORD], kind="stable")
             words = words[order]
         n = len(words)
         # One blocked transposition per group (the first pass over the ring):
         # each field becomes a contiguous row, in its column's own type.
         w64 = _transposed(words[:, _W64])
-        w32 = _transposed(words[:, _W32].view(np.uint32))
+        w32 = _transposed(words[:, _W32_START:].view(np.uint32)[:, :_W32_ROWS])
         valid = _Validity(w32[_row32("valid")])
         cols = self._header_columns(w64, w32, valid)
-
-        extras = [x for _, x in parsed]
-        records = fixed.view(np.uint8).reshape(len(fixed), RECORD_DTYPE.itemsize)
-        slot_valid = valid if order is None else _Validity(np.ascontiguousarray(fixed["hdr"]["valid"]))
-        slots = _slot_strings(records, _VIEW_OFFSET, PATH_SLOT, slot_valid.mask("path")) if slot_valid.some("path") \
-            else self._nulls("path", len(fixed))
-        cols["path"] = _in_order(self._append(slots, [x.path for x in extras]), order)
-        if slot_valid.some("addr_path"):
-            unix = _slot_strings(records, _VIEW_OFFSET, PATH_SLOT, slot_valid.mask("addr_path"))
-            cols["addr_path"] = _in_order(self._unix_paths(unix, len(extras)), order)
+        if valid.some("path") or valid.some("addr_path"):
+            cols.update(self._slot_columns(fixed, w32, order, valid))
         flags = w32[_row32("flags")] & 0xFFFF
-        cols.update(self._socket_columns(words.view(HEADER_DTYPE).reshape(n), flags))
+        cols.update(self._socket_columns(words[:, :HEADER_WORDS].view(HEADER_DTYPE).reshape(n), flags))
+        extras = [x for _, x in parsed]
         if extras:
             row_of = np.empty(n, np.intp)
             row_of[order] = np.arange(n)
-            cols.update(self._bulky_columns(n, row_of[len(fixed):], extras))
+            cols.update(self._bulky_columns(n, row_of[n_fixed:], extras, cols.get("path")))
 
         arrays = [cols[name] if name in cols else self._nulls(name, n) for name in COLUMN_NAMES]
         return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
-    def _nulls(self, name: str, n: int) -> pa.Array:
-        """An all-null column of n rows whose buffers are all one shared zero buffer.
+    def _slot_columns(self, fixed: np.ndarray, w32: np.ndarray, order: np.ndarray | None,
+                      valid: _Validity) -> dict[str, pa.Array]:
+        """path and addr_path from the fixed records' slots (bulky rows: null here, their views are empty)."""
+        if not len(fixed):
+            return {}
+        length_row = _row32("path_len")
+        views = np.empty((w32.shape[1], 4), np.int32)
+        views.T[:] = w32[length_row:length_row + 4]
+        stride = RECORD_DTYPE.itemsize
+        rows = np.arange(len(views)) if order is None else order  # each row's record in the ring (bulky: never read)
+        slots = fixed["path"]
+        region = np.lib.stride_tricks.as_strided(slots, shape=((len(fixed) - 1) * stride + PATH_SLOT,), strides=(1,),
+                                                 writeable=False)
+        cols = {}
+        if valid.some("path"):
+            cols["path"] = _slot_strings(views, region, rows * stride, PATH_SLOT, valid.mask("path"))
+        if valid.some("addr_path"):
+            cols["addr_path"] = self._unix_paths(_slot_strings(views, region, rows * stride, PATH_SLOT,
+                                                               valid.mask("addr_path")))
+        return cols
 
-        pa.nulls allocates and zeroes fresh buffers per column and batch; a
+    def _nulls(self, name: str, n: int) -> pa.Array:
+        """An all-null column of n rows: a slice of one kept per column, all on one shared zero buffer.
+
+        pa.nulls allocates and zeroes fresh buffers per column and batch; the
         shared buffer is also counted once by get_total_buffer_size.
         """
         self._grow_zeros(n)
-        typ = SCHEMA.field(name).type
-        if pa.types.is_dictionary(typ):  # container_id, filled in by the recorder
-            indices = pa.Array.from_buffers(typ.index_type, n, [self._zeros] * 2, null_count=n)
-            return pa.DictionaryArray.from_arrays(indices, pa.array([], typ.value_type))
-        children = [pa.array([], typ.value_type)] if pa.types.is_list(typ) else None
-        return pa.Array.from_buffers(typ, n, [self._zeros] * typ.num_buffers, null_count=n, children=children)
+        kept = self._null_columns.get(name)
+        if kept is None:
+            typ, capacity = SCHEMA.field(name).type, self._zeros.size // 8 - 1
+            if pa.types.is_dictionary(typ):  # container_id, filled in by the recorder
+                indices = pa.Array.from_buffers(typ.index_type, capacity, [self._zeros] * 2, null_count=capacity)
+                kept = pa.DictionaryArray.from_arrays(indices, pa.array([], typ.value_type))
+            else:
+                children = [pa.array([], typ.value_type)] if pa.types.is_list(typ) else None
+                kept = pa.Array.from_buffers(typ, capacity, [self._zeros] * typ.num_buffers, null_count=capacity,
+                                             children=children)
+            self._null_columns[name] = kept
+        return kept.slice(0, n)
 
     def _grow_zeros(self, n: int) -> None:
         if self._zeros.size < 8 * n + 8:
             self._zeros = pa.py_buffer(np.zeros(max(8 * n + 8, 1 << 20), np.uint8))
+            self._null_columns.clear()
 
     def _column(self, name: str, values: np.ndarray, valid: _Validity) -> pa.Array:
         """A decoded column straight from its transposed row (no copy), with the kernel's validity bits."""
@@ -378,24 +400,24 @@ class Decoder:
         }
 
     @staticmethod
-    def _unix_paths(fixed: pa.Array, n_bulky: int) -> pa.Array:
+    def _unix_paths(raw: pa.Array) -> pa.Array:
         """sun_path: NUL-terminated, or abstract (leading NUL) shown as '@name' like ss(8)."""
         values = [None if v is None else ("@" + v[1:].rstrip("\0") if v.startswith("\0") else v.split("\0", 1)[0])
-                  for v in fixed.to_pylist()]
-        return pa.array(values + [None] * n_bulky, pa.string())
+                  for v in raw.to_pylist()]
+        return pa.array(values, pa.string())
 
-    @staticmethod
-    def _append(head: pa.Array, tail: list) -> pa.Array:
-        return pa.concat_arrays([head, pa.array(tail, head.type)]) if tail else head
+    def _bulky_columns(self, n: int, rows: np.ndarray, extras: list[BulkyExtras],
+                       slot_paths: pa.Array | None) -> dict[str, pa.Array]:
+        """Columns bulky records fill: built for those few, then spread to their rows in one take.
 
-    def _bulky_columns(self, n: int, rows: np.ndarray, extras: list[BulkyExtras]) -> dict[str, pa.Array]:
-        """Columns only bulky records fill: built for those few, then spread to their rows in one take."""
+        `path` is merged with the fixed records' (`slot_paths`, null at bulky rows)."""
         infos = [x.info for x in extras]
 
         def info_col(index: int, typ: pa.DataType, convert=lambda v: v) -> pa.Array:
             return pa.array([None if i is None else convert(i[index]) for i in infos], typ)
 
         few = {
+            "path": pa.array([x.path for x in extras], pa.string()),
             "path2": pa.array([x.path2 for x in extras], pa.string()),
             "exepath": pa.array([x.exepath for x in extras], pa.string()),
             "argv": pa.array([x.argv for x in extras], pa.list_(pa.string())),
@@ -419,15 +441,10 @@ class Decoder:
         spread = pa.RecordBatch.from_arrays(
             [pa.concat_arrays([a, pa.nulls(1, a.type)]) for a in few.values()], names=list(few)
         ).take(pa.array(index))
-        return dict(zip(few, spread.columns))
-
-
-def _in_order(column: pa.Array, order: np.ndarray | None) -> pa.Array:
-    if order is None:
-        return column
-    if column.null_count == len(column):
-        return column
-    return column.take(pa.array(order))
+        cols = dict(zip(few, spread.columns))
+        if slot_paths is not None:
+            cols["path"] = pc.coalesce(slot_paths, cols["path"])
+        return cols
 
 
 def _signed64(v: int) -> int:

@@ -274,12 +274,15 @@ def test_two_rings_merge_in_time_order_and_two_paths_decode():
 @given(st.lists(st.binary(max_size=60).filter(lambda b: b"\0" not in b), max_size=30), st.data())
 def test_slot_strings_cut_each_slot_at_its_length(values, data):
     valid_rows = np.array(data.draw(st.lists(st.booleans(), min_size=len(values), max_size=len(values))), bool)
-    records = np.full((len(values), 4 + 64 + 8), 0x5A, np.uint8)  # length, slot, then the next field: stale bytes
-    for i, v in enumerate(values):  # as the kernel writes them: length, the string, zeroes to 12 bytes
-        records[i, :4] = np.frombuffer(np.uint32(len(v)).tobytes(), np.uint8)
-        records[i, 4: 4 + max(len(v), 12)] = 0
-        records[i, 4: 4 + len(v)] = np.frombuffer(v, np.uint8)
-    got = _slot_strings(records, 0, 64, valid_rows).to_pylist()
+    slots = np.full((len(values), 64), 0x5A, np.uint8)  # stale bytes past each string
+    views = np.zeros((len(values), 4), np.int32)
+    for i, v in enumerate(values):  # as the kernel writes them: the length, then the string, zeroed to 12 bytes
+        slots[i, : max(len(v), 12)] = 0
+        slots[i, : len(v)] = np.frombuffer(v, np.uint8)
+        views[i, 0] = len(v)
+        views[i, 1:] = slots[i, :12].view(np.int32)
+    region = slots.reshape(-1)
+    got = _slot_strings(views, region, np.arange(len(values)) * 64, 64, valid_rows).to_pylist()
     assert got == [_text(v) if ok else None for v, ok in zip(values, valid_rows)]
 
 
