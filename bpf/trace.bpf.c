@@ -198,42 +198,34 @@ static __always_inline void fill_common(struct trace_event *e, u32 nr, const u64
     e->nr = nr;
     e->cpu = bpf_get_smp_processor_id();
     e->flags = flags;
-    e->flags_arg = 0;
-    e->fd = 0;
-    e->fd2 = 0;
-    e->dirfd = 0;
-    e->dirfd2 = 0;
-    e->mode = 0;
-    e->sock_type = 0;
-    e->sock_proto = 0;
     e->sock_family = 0;
-    e->_pad = 0;
-    e->_pad2 = 0;
-    e->valid = 0;
     e->path_len = 0;
     *(u64 *)&e->comm[0] = *(u64 *)(task + OFF_task_struct__comm);
     *(u64 *)&e->comm[8] = *(u64 *)(task + OFF_task_struct__comm + 8);
 }
 
 /* One decoded column from its source (an argument, the return value or the
- * copied user struct), marking it valid when the source holds a value. */
-static __always_inline s64 pick(s16 src, struct trace_event *e, const u64 *aux, u32 bit)
+ * copied user struct), marking it in `valid` when the source holds a value.
+ * Most columns have no source for a given call: that is the first test. */
+static __always_inline s64 pick(s16 src, const u64 *args, s64 res, const u64 *aux, u16 flags, u32 *valid, u32 bit)
 {
-    if (src >= 0 && src < 6) {
-        if (e->flags & TF_NO_ARGS)
+    if (src < 0)
+        return 0;
+    if (src < 6) {
+        if (flags & TF_NO_ARGS)
             return 0;
-        e->valid |= bit;
-        return arg_at(e->args, src);
+        *valid |= bit;
+        return args[src];
     }
     if (src == SRC_RES) {
-        if (e->flags & TF_NO_RES)
+        if (flags & TF_NO_RES)
             return 0;
-        e->valid |= bit;
-        return e->res;
+        *valid |= bit;
+        return res;
     }
-    if (src < SRC_AUX_LO || src > SRC_AUX1 || !(e->flags & TF_AUX))
+    if (src > SRC_AUX1 || !(flags & TF_AUX))
         return 0;
-    e->valid |= bit;
+    *valid |= bit;
     if (src == SRC_AUX_LO)
         return (s32)aux[0];
     if (src == SRC_AUX_HI)
@@ -241,35 +233,40 @@ static __always_inline s64 pick(s16 src, struct trace_event *e, const u64 *aux, 
     return src == SRC_AUX0 ? aux[0] : aux[1];
 }
 
-/* The argument-derived columns and the `valid` bits, once the TF_* flags are final. */
-static __always_inline void decode_columns(struct trace_event *e, const struct plan *p, const u64 *aux)
+/* The argument-derived columns and the `valid` bits, once the TF_* flags are
+ * final. Computed in registers and stored once: the record is ring memory. */
+static __always_inline void decode_columns(struct trace_event *e, const struct plan *p, const u64 *args, s64 res,
+                                           const u64 *aux)
 {
+    u16 flags = e->flags;
+    u32 valid = 0;
     u32 nargs = p->nargs > 6 ? 6 : p->nargs;
-    if (!(e->flags & TF_NO_ARGS))
-        e->valid |= (1u << nargs) - 1;
-    if (!(e->flags & TF_NO_RES))
-        e->valid |= TV_RES;
-    e->fd = pick(p->src_fd, e, aux, TV_FD);
-    e->fd2 = pick(p->src_fd2, e, aux, TV_FD2);
-    e->dirfd = pick(p->src_dirfd, e, aux, TV_DIRFD);
-    e->dirfd2 = pick(p->src_dirfd2, e, aux, TV_DIRFD2);
-    e->flags_arg = pick(p->src_flags, e, aux, TV_FLAGS);
-    e->mode = pick(p->src_mode, e, aux, TV_MODE);
-    e->sock_type = pick(p->src_sock_type, e, aux, TV_SOCK_TYPE);
-    e->sock_proto = pick(p->src_sock_proto, e, aux, TV_SOCK_PROTO);
+    if (!(flags & TF_NO_ARGS))
+        valid |= (1u << nargs) - 1;
+    if (!(flags & TF_NO_RES))
+        valid |= TV_RES;
+    e->fd = pick(p->src_fd, args, res, aux, flags, &valid, TV_FD);
+    e->fd2 = pick(p->src_fd2, args, res, aux, flags, &valid, TV_FD2);
+    e->dirfd = pick(p->src_dirfd, args, res, aux, flags, &valid, TV_DIRFD);
+    e->dirfd2 = pick(p->src_dirfd2, args, res, aux, flags, &valid, TV_DIRFD2);
+    e->flags_arg = pick(p->src_flags, args, res, aux, flags, &valid, TV_FLAGS);
+    e->mode = pick(p->src_mode, args, res, aux, flags, &valid, TV_MODE);
+    e->sock_type = pick(p->src_sock_type, args, res, aux, flags, &valid, TV_SOCK_TYPE);
+    e->sock_proto = pick(p->src_sock_proto, args, res, aux, flags, &valid, TV_SOCK_PROTO);
     if (p->src_sock_family >= 0) {
-        e->sock_family = pick(p->src_sock_family, e, aux, TV_SOCK_FAMILY);
-    } else if (e->flags & TF_ADDR) {
+        e->sock_family = pick(p->src_sock_family, args, res, aux, flags, &valid, TV_SOCK_FAMILY);
+    } else if (flags & TF_ADDR) {
         e->sock_family = e->addr_family;
-        e->valid |= TV_SOCK_FAMILY;
-    } else if (e->flags & TF_SOCK) {
+        valid |= TV_SOCK_FAMILY;
+    } else if (flags & TF_SOCK) {
         e->sock_family = e->sk_family;
-        e->valid |= TV_SOCK_FAMILY;
+        valid |= TV_SOCK_FAMILY;
     }
-    if (e->flags & TF_PATH)
-        e->valid |= TV_PATH;
-    if (e->flags & TF_ADDR_UNIX)
-        e->valid |= TV_ADDR_PATH;
+    if (flags & TF_PATH)
+        valid |= TV_PATH;
+    if (flags & TF_ADDR_UNIX)
+        valid |= TV_ADDR_PATH;
+    e->valid = valid;
 }
 
 /* The sockaddr argument: IP family, address and port, or a unix path into the path slot. */
@@ -419,7 +416,7 @@ static __always_inline void emit_syscall(u32 nr, const struct plan *p, const u64
             return;
         }
         fill_common((struct trace_event *)s->buf, nr, args, res, flags);
-        decode_columns((struct trace_event *)s->buf, p, aux);
+        decode_columns((struct trace_event *)s->buf, p, args, res, aux);
         emit_bulky_paths(s, p, args);
         return;
     }
@@ -445,7 +442,7 @@ static __always_inline void emit_syscall(u32 nr, const struct plan *p, const u64
         long n = bpf_probe_read_user_str(r->path, TRACE_PATH_SLOT, (void *)arg_at(args, p->path));
         if (n == TRACE_PATH_SLOT) {  /* may be cut: move it to the bulky ring */
             struct scratch_buf *s = get_scratch();
-            decode_columns(&r->hdr, p, aux);
+            decode_columns(&r->hdr, p, args, res, aux);
             if (s)
                 bpf_probe_read_kernel(s->buf, sizeof(struct trace_event), &r->hdr);
             events.ringbuf_discard(r, BPF_RB_NO_WAKEUP);
@@ -460,7 +457,7 @@ static __always_inline void emit_syscall(u32 nr, const struct plan *p, const u64
             r->hdr.flags |= TF_PATH;
         }
     }
-    decode_columns(&r->hdr, p, aux);
+    decode_columns(&r->hdr, p, args, res, aux);
     events.ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 }
 
@@ -739,7 +736,7 @@ int on_exec(struct tp_exec *ctx)
     pos = put_cwd(s, pos, task, &flags);
     u64 no_aux[2] = {};
     fill_common(e, nr, v.args, 0, flags);
-    decode_columns(e, p, no_aux);
+    decode_columns(e, p, v.args, 0, no_aux);
     bulky_submit(s, pos);
     return 0;
 }
