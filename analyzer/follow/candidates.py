@@ -25,11 +25,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.fields.catalog import sql_string
 from analyzer.follow.scan import candidate_types, identifiers
+from analyzer.follow.source import string_member
 from analyzer.hunt.engine import HuntRule, scan_prefilter
 from analyzer.render.params import PARAMS, ArgContext
 from analyzer.state.sql import OPEN_SYSCALLS, sql_list
@@ -129,25 +131,27 @@ class CandidateTest:
         self._known: dict[str, bool] = {}
 
     def mask(self, con: duckdb.DuckDBPyConnection, rows: pa.Table) -> pa.ChunkedArray:
-        typed = pc.equal(rows["kind"].cast(pa.string()), KIND_EVENT)
-        syscall = rows["syscall"].cast(pa.string())
+        candidate = string_member(rows["kind"], (KIND_EVENT,))
         if self._types is not None:
-            typed = pc.and_kleene(typed, pc.is_in(syscall, pa.array(sorted(self._types), pa.string())))
-        typed = pc.fill_null(typed, False)
-        exact = pc.fill_null(pc.and_kleene(pc.and_kleene(typed, pc.is_in(syscall, pa.array(OPEN_SYSCALLS, pa.string()))),
-                                           pc.and_kleene(pc.greater_equal(rows["res"], 0),
-                                                         pc.starts_with(rows["path"], "/"))), False)
-        if not pc.any(exact).as_py():
-            return typed
-        signature = pc.binary_join_element_wise(
-            *[pc.fill_null(rows[column].cast(pa.string()), "\x00") for column in SIGNATURE_COLUMNS], "\x01"
-        )
-        unknown = [s for s in pc.unique(signature.filter(exact)).to_pylist() if s not in self._known]
-        if unknown:
-            self._learn(con, rows.append_column("_signature", signature).filter(
-                pc.and_(exact, pc.is_in(signature, pa.array(unknown, pa.string())))))
-        passing = pa.array([s for s in pc.unique(signature.filter(exact)).to_pylist() if self._known[s]], pa.string())
-        return pc.and_(typed, pc.or_(pc.invert(exact), pc.is_in(signature, passing)))
+            candidate &= string_member(rows["syscall"], self._types)
+        opens = np.flatnonzero(candidate & string_member(rows["syscall"], OPEN_SYSCALLS)
+                               & pc.fill_null(pc.greater_equal(rows["res"], 0), False).to_numpy(zero_copy_only=False))
+        if len(opens):
+            sub = rows.select(["kind", *SIGNATURE_COLUMNS]).take(pa.array(opens))
+            absolute = pc.fill_null(pc.starts_with(sub["path"], "/"), False).to_numpy(zero_copy_only=False)
+            exact, sub = opens[absolute], sub.filter(pa.array(absolute))
+            if len(exact):
+                signature = pc.binary_join_element_wise(
+                    *[pc.fill_null(sub[column].cast(pa.string()), "\x00") for column in SIGNATURE_COLUMNS], "\x01"
+                )
+                distinct = pc.unique(signature).to_pylist()
+                unknown = [s for s in distinct if s not in self._known]
+                if unknown:
+                    self._learn(con, sub.append_column("_signature", signature).filter(
+                        pc.is_in(signature, pa.array(unknown, pa.string()))))
+                passing = pa.array([s for s in distinct if self._known[s]], pa.string())
+                candidate[exact] = pc.is_in(signature, passing).to_numpy(zero_copy_only=False)
+        return pa.chunked_array([pa.array(candidate)])
 
     def _learn(self, con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
         if len(self._known) > _MAX_KNOWN:

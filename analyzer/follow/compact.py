@@ -52,7 +52,7 @@ def droppable_pairs(rows: pa.Table, candidate: pa.ChunkedArray | pa.Array, *, mo
     events = np.flatnonzero(is_event)
     if len(events) < 2:
         return drop
-    ev = rows.take(pa.array(events))
+    ev = rows.select(["syscall", "res", "fd", "pid", "tid"]).take(pa.array(events))
     syscall = ev["syscall"].cast(pa.string())
     is_open = pc.is_in(syscall, pa.array(OPEN_SYSCALLS, pa.string())).to_numpy(zero_copy_only=False)
     is_close = pc.equal(syscall, "close").to_numpy(zero_copy_only=False)

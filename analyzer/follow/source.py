@@ -14,10 +14,12 @@ it, and goes on; the gap in `evt_num` is reported too.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -35,13 +37,28 @@ class Chunk:
     segment: SegmentInfo
     rows: pa.Table
 
-    @property
+    @cached_property
     def event_nums(self) -> pa.ChunkedArray:
         return self.rows.filter(_is_event(self.rows))["evt_num"]
 
 
-def _is_event(table: pa.Table) -> pa.ChunkedArray:
-    return pc.equal(table["kind"].cast(pa.string()), schema.KIND_EVENT)
+def string_member(column: pa.ChunkedArray, values: Iterable[str]) -> np.ndarray:
+    """Whether each value of a string column is one of `values` (nulls are not); a
+    dictionary-encoded column (the capture's kind and syscall) is tested on its dictionary."""
+    wanted = pa.array(sorted(values), pa.string())
+    parts = [np.zeros(0, bool)]
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            hit = np.append(pc.is_in(chunk.dictionary.cast(pa.string()), wanted).to_numpy(zero_copy_only=False), False)
+            indices = pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False)  # -1: the appended False
+            parts.append(hit[indices])
+        else:
+            parts.append(pc.fill_null(pc.is_in(chunk.cast(pa.string()), wanted), False).to_numpy(zero_copy_only=False))
+    return np.concatenate(parts)
+
+
+def _is_event(table: pa.Table) -> pa.Array:
+    return pa.array(string_member(table["kind"], (schema.KIND_EVENT,)))
 
 
 def _host(metadata: dict[bytes, bytes] | None) -> str:
