@@ -39,7 +39,7 @@ class Chunk:
 
     @cached_property
     def event_nums(self) -> pa.ChunkedArray:
-        return self.rows.filter(_is_event(self.rows))["evt_num"]
+        return self.rows["evt_num"].filter(_is_event(self.rows))
 
 
 def string_member(column: pa.ChunkedArray, values: Iterable[str]) -> np.ndarray:
@@ -205,11 +205,12 @@ class CaptureSource:
             pc.and_kleene(snapshot, pc.greater_equal(position, self._snapshot_fed)),
             pc.and_kleene(events, pc.greater(table["evt_num"], self.fed_through)),
         )
-        rows = table.filter(pc.fill_null(keep, False))
+        keep = pc.fill_null(keep, False)
+        rows = table if pc.all(keep).as_py() else table.filter(keep)  # usually all: no copy
         if rows.num_rows == 0:
             return None
         self._snapshot_fed = max(self._snapshot_fed, self._snapshot_seen)
-        nums = rows.filter(_is_event(rows))["evt_num"]
+        nums = rows["evt_num"].filter(_is_event(rows))
         if len(nums):
             first, last = pc.min(nums).as_py(), pc.max(nums).as_py()
             if self.fed_through and first > self.fed_through + 1:
