@@ -20,6 +20,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 
 from analyzer.follow.candidates import EXACT_FIELDS, exact_fields_sql
 from analyzer.follow.checkpoint import Checkpoint
+from analyzer.follow.compact import droppable_pairs
 from analyzer.follow.follower import Follower
 from analyzer.follow.sinks import JsonlSink, StdoutSink, WebhookSink
 from analyzer.follow.source import CaptureSource
@@ -141,6 +143,48 @@ def test_fields_of_exact_raw_rows_equal_the_events_view(tmp_path):
         ).fetchall()[0][0]
     assert exact > 100 and exact >= total_opens // 2
     assert wrong == 0
+
+
+def test_only_neutral_open_close_pairs_are_droppable():
+    spec = [  # (pid, tid, syscall, res, fd, candidate)
+        (10, 10, "openat", 3, None, False),  # the process's first event: it starts the process
+        (10, 10, "close", 0, 3, False),
+        (10, 10, "openat", 3, None, False),  # a neutral pair
+        (10, 10, "close", 0, 3, False),
+        (11, 11, "getpid", 0, None, False),
+        (11, 11, "openat", 4, None, False),
+        (99, 99, "execve", 0, None, False),  # an exec in between: a fork could have copied fd 4
+        (11, 11, "close", 0, 4, False),
+        (12, 12, "getpid", 0, None, False),
+        (12, 12, "openat", 5, None, False),
+        (12, 12, "close", 0, 5, False),
+        (12, 12, "clone", 77, None, False),  # the fork is ordered after its thread's previous event
+        (13, 13, "getpid", 0, None, False),
+        (13, 13, "openat", 6, None, False),
+        (13, 14, "close", 0, 6, False),  # another thread
+        (14, 14, "getpid", 0, None, False),
+        (14, 14, "openat", 7, None, False),
+        (14, 14, "close", 0, 8, False),  # another fd
+        (15, 15, "getpid", 0, None, False),
+        (15, 15, "openat", 9, None, True),  # a rule may fire on it
+        (15, 15, "close", 0, 9, False),
+        (16, 16, "getpid", 0, None, False),
+        (16, 16, "openat", 3, None, False),
+        (16, 16, "close", -9, 3, False),  # failed close
+        (17, 17, "getpid", 0, None, False),
+        (17, 17, "openat", 3, None, False),  # the thread's last events: a fork may come next
+        (17, 17, "close", 0, 3, False),
+        (10, 10, "getpid", 0, None, False),  # pid 10's pair is not its thread's last events
+    ]
+    rows = pa.Table.from_pylist(
+        [{"kind": schema.KIND_EVENT, "evt_num": n + 1, "ts": n, "pid": pid, "tid": tid, "syscall": syscall,
+          "res": res, "fd": fd, "path": "/etc/hostname"} for n, (pid, tid, syscall, res, fd, _) in enumerate(spec)],
+        schema=schema.SCHEMA,
+    )
+    candidate = pa.array([c for *_, c in spec])
+    final = droppable_pairs(rows, candidate, more_may_follow=False)
+    assert list(np.flatnonzero(final)) == [2, 3, 25, 26]
+    assert list(np.flatnonzero(droppable_pairs(rows, candidate, more_may_follow=True))) == [2, 3]
 
 
 RARE_SYSCALL_RULES = """
