@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analyzer.follow.candidates import EXACT_FIELDS, exact_fields_sql
+from analyzer.follow.candidates import EXACT_FIELDS, exact_fields_sql, open_arg_names
 from analyzer.follow.checkpoint import Checkpoint
 from analyzer.follow.compact import droppable_pairs
 from analyzer.follow.follower import Follower
@@ -133,9 +133,13 @@ def test_fields_of_exact_raw_rows_equal_the_events_view(tmp_path):
     with open_captures([str(capture)]) as cs:
         install_runtime(cs.con)
         raw = f"(SELECT * FROM read_parquet('{segment}'))"
-        differ = " OR ".join(f'r."{name}" IS DISTINCT FROM e."{name}"' for name in sorted(EXACT_FIELDS))
+        keys = open_arg_names()
+        differ = " OR ".join(
+            [f'r."{name}" IS DISTINCT FROM e."{name}"' for name in sorted(EXACT_FIELDS - {"_evt_args"})]
+            + [f"""r."_evt_args"['{key}'] IS DISTINCT FROM e."_evt_args"['{key}']""" for key in keys]
+        )
         exact, wrong = cs.con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE {differ}) FROM ({exact_fields_sql(raw)}) r "
+            f"SELECT count(*), count(*) FILTER (WHERE {differ}) FROM ({exact_fields_sql(raw, keys)}) r "
             "JOIN events e USING (evt_num) WHERE r._exact"
         ).fetchall()[0]
         total_opens = cs.con.execute(

@@ -42,6 +42,7 @@ RAW_BATCH = "_follow_raw_batch"
 SIGNATURE_COLUMNS = ("syscall", "path", "flags", "mode", "res", "dirfd")
 _MAX_KNOWN = 100_000
 _STRING = re.compile(r"'(?:[^']|'')*'")
+_ARG_KEY = re.compile(r"\"_evt_args\"\['((?:[^']|'')*)'\]")
 _O_DIRECTORY = 0o200000
 _O_CREAT = 0o100
 _CREAT_FLAGS = 0o1 | 0o100 | 0o1000  # creat() is open(O_WRONLY|O_CREAT|O_TRUNC)
@@ -50,9 +51,10 @@ _CREAT_FLAGS = 0o1 | 0o100 | 0o1000  # creat() is open(O_WRONLY|O_CREAT|O_TRUNC)
 EXACT_ROW = f"x.kind = 'evt' AND x.syscall IN {sql_list(OPEN_SYSCALLS)} AND x.res >= 0 AND starts_with(x.path, '/')"
 
 
-def _open_args() -> str:
-    """`_evt_args` of an exact row, rendered by the `events` view's own renderers (open calls' only:
-    a map over every syscall's parameters costs ~0.1 s to bind, per batch)."""
+def _open_args(keys: Sequence[str]) -> str:
+    """`_evt_args` of an exact row as a STRUCT of `keys` (what `"_evt_args"['key']` reads), rendered
+    by the `events` view's own renderers: the view's MAP over every syscall's parameters costs
+    ~0.1 s to bind, per batch. A key an open call does not have is NULL, as in the view's map."""
     ctx = ArgContext(
         col=lambda column: f"x.{column}",
         fd_desc="('<' || trace_typechar(x._type) || '>' || x._name)",
@@ -64,18 +66,27 @@ def _open_args() -> str:
         errno="NULL::VARCHAR",  # res >= 0
         resolved_path=lambda column: "x._name",  # the only path of an open, absolute here
     )
-    branches = []
-    for syscall in OPEN_SYSCALLS:
-        entries = []
-        for name, render in PARAMS[syscall]:
-            raw, resolved = render(ctx)
-            value = f"({raw})::VARCHAR" if resolved is None else f"coalesce(nullif(({resolved})::VARCHAR, ''), ({raw})::VARCHAR)"
-            entries.append(f"{{'k': {sql_string(name)}, 'v': {value}}}")
-        branches.append(f"WHEN {sql_string(syscall)} THEN map_from_entries([{', '.join(entries)}])")
-    return f"CASE x.syscall {' '.join(branches)} END"
+    members = []
+    for key in keys:
+        by_value: dict[str, list[str]] = {}  # one rendering, the open calls that share it
+        for syscall in OPEN_SYSCALLS:
+            for name, render in PARAMS[syscall]:
+                if name == key:
+                    raw, resolved = render(ctx)
+                    value = f"({raw})::VARCHAR" if resolved is None else (
+                        f"coalesce(nullif(({resolved})::VARCHAR, ''), ({raw})::VARCHAR)")
+                    by_value.setdefault(value, []).append(syscall)
+        branches = " ".join(f"WHEN x.syscall IN {sql_list(tuple(calls))} THEN {value}" for value, calls in by_value.items())
+        members.append(f"{sql_string(key)}: " + (f"CASE {branches} END" if branches else "NULL::VARCHAR"))
+    return "{" + ", ".join(members) + "}" if members else "NULL"
 
 
-def _fields() -> dict[str, str]:
+def open_arg_names() -> list[str]:
+    """Every parameter name of the open calls (what a full `_evt_args` of an exact row holds)."""
+    return sorted({name for syscall in OPEN_SYSCALLS for name, _ in PARAMS[syscall]})
+
+
+def _fields(arg_keys: Sequence[str] = ()) -> dict[str, str]:
     """The event-level fields of an exact row, from its raw columns (as the `events` view has them)."""
     flags = f"CASE WHEN x.syscall = 'creat' THEN {_CREAT_FLAGS} ELSE x.flags END"
     return {
@@ -92,22 +103,23 @@ def _fields() -> dict[str, str]:
         "fd.nameraw": "x.path",
         "fd.directory": "CASE WHEN x._type = 'file' THEN trace_dirname(x._name) ELSE x._name END",
         "fd.filename": "CASE WHEN x._type = 'file' THEN trace_basename(x._name) END",
-        "_evt_args": _open_args(),
+        "_evt_args": _open_args(arg_keys),
     }
 
 
 EXACT_FIELDS = frozenset(_fields())
 
 
-def exact_fields_sql(relation: str) -> str:
-    """`relation`'s rows (capture schema) with an `_exact` flag and EXACT_FIELDS by name (trusted where `_exact`)."""
+def exact_fields_sql(relation: str, arg_keys: Sequence[str]) -> str:
+    """`relation`'s rows (capture schema) with an `_exact` flag and EXACT_FIELDS by name (trusted where
+    `_exact`); `_evt_args` holds `arg_keys` only."""
     inner = (
         f"SELECT r.* REPLACE (r.kind::VARCHAR AS kind, r.syscall::VARCHAR AS syscall), "
         f"trace_normpath(r.path) AS _name, "
         f"CASE WHEN (coalesce(r.flags, 0) & {_O_DIRECTORY}) <> 0 THEN 'directory' ELSE 'file' END AS _type "
         f"FROM {relation} r"
     )
-    fields = ", ".join(f'{expr} AS "{name}"' for name, expr in _fields().items())
+    fields = ", ".join(f'{expr} AS "{name}"' for name, expr in _fields(arg_keys).items())
     return f"SELECT x.*, {EXACT_ROW} AS _exact, {fields} FROM ({inner}) x"
 
 
@@ -124,9 +136,10 @@ class CandidateTest:
         self._types = candidate_types(rules)
         prefilter = scan_prefilter(usable)
         passes = "true" if prefilter is None else f"coalesce({prefilter}, false)"
+        keys = sorted({key for rule in usable for key in _arg_keys(rule.prefilter_sql or "")})
         self._sql = (
             f"SELECT _signature, bool_or({passes}) AS candidate "
-            f"FROM ({exact_fields_sql(RAW_BATCH)}) events GROUP BY _signature"
+            f"FROM ({exact_fields_sql(RAW_BATCH, keys)}) events GROUP BY _signature"
         )
         self._known: dict[str, bool] = {}
 
@@ -163,9 +176,14 @@ class CandidateTest:
             con.unregister(RAW_BATCH)
 
 
+def _arg_keys(sql: str) -> list[str]:
+    return [key.replace("''", "'") for key in _ARG_KEY.findall(sql)]
+
+
 def _exact_only(prefilter: str | None) -> bool:
-    """Whether `prefilter` reads no field but EXACT_FIELDS (Falco fields are dotted, view helpers start with _)."""
-    if prefilter is None:
+    """Whether `prefilter` reads no field but EXACT_FIELDS (Falco fields are dotted, view helpers start
+    with _), and `_evt_args` only by a literal key."""
+    if prefilter is None or prefilter.count('"_evt_args"') != len(_arg_keys(prefilter)):
         return False
     names = identifiers(_STRING.sub("''", prefilter))
     return all(
