@@ -1,11 +1,15 @@
-"""The follow loop: new rows -> state carried forward -> one rule scan -> sinks -> checkpoint.
+"""The follow loop: new rows -> candidates -> state carried forward -> one rule scan -> sinks -> checkpoint.
 
 Each chunk of new rows (a poll of the tail, or a row group of a finalized
-segment) is resolved by analyzer/state's builder starting from the state the
-previous chunk ended with (analyzer.follow.state), then scanned once with
-every rule by the hunt engine's own query, over a plain table of the chunk's
-candidate events (analyzer.follow.scan). The checkpoint advances only after
-every alert of a chunk reached the sinks.
+segment) is first tested, raw, for events a rule could fire on
+(analyzer.follow.candidates). Rows without one wait for the next chunk that
+has one. Before a build, open/close pairs that leave the state as they found
+it are dropped (analyzer.follow.compact); the rest is resolved by
+analyzer/state's builder starting from the state the previous build ended
+with (analyzer.follow.state), then scanned once with every rule by the hunt
+engine's own query, over a plain table of the candidate events
+(analyzer.follow.scan). The checkpoint advances only after every alert of
+the rows reached the sinks.
 """
 
 from __future__ import annotations
