@@ -75,6 +75,8 @@ class TailWriter:
         """Close without end-of-stream and remove the file (clean stop or abandoned segment)."""
         try:
             self._file.close()
+        except OSError:
+            pass  # the buffered bytes of a file being removed could not be flushed (a full disk): nothing is lost
         finally:
             (self.path if self._published else self._tmp).unlink(missing_ok=True)
 

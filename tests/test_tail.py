@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capture import schema
 from capture.segments import CaptureIdentity, RotationPolicy, SegmentWriter
 from capture.tail import TAIL_NAME, TailReader, TailWriter
+from conftest import mounted_tmpfs
 from tests.synthetic import event_batch, proc_snapshot
 
 IDENTITY = CaptureIdentity("testhost", "6.18-test", 0)
@@ -77,3 +80,20 @@ def test_follower_sees_batches_as_written_and_the_switch_at_rotation(tmp_path):
         assert batches[1].column("evt_num").to_pylist() == [11, 12]
     writer.close()
     assert not (capture / TAIL_NAME).exists()
+
+
+def test_discarding_a_tail_the_full_disk_cut_short_removes_it(tmp_path):
+    """A write that hit ENOSPC leaves bytes in the tail's buffer: discard still closes and removes the file."""
+    with mounted_tmpfs(tmp_path / "small", "256k") as small:
+        writer = TailWriter(small, schema.SCHEMA)
+        writer.publish()
+        n = 1
+        with pytest.raises(OSError):
+            while True:  # incompressible paths, so the small filesystem fills
+                batch = event_batch(n, 200, syscall="openat")
+                batch = batch.set_column(batch.schema.get_field_index("path"), batch.schema.field("path"),
+                                         pa.array([os.urandom(48).hex() for _ in range(200)]))
+                writer.write(batch)
+                n += 200
+        writer.discard()
+        assert not (small / TAIL_NAME).exists()
