@@ -1,11 +1,17 @@
 """Rebuild libsinsp's thread and fd tables for one capture, as DuckDB tables.
 
 Set-based throughout: only the rows that change state are read (snapshot
-rows, fork/exec/exit, chdir, the fd-table syscalls, plus each pid's first
-event per segment), and every step is one SQL statement over all of them.
-The one Python loop runs over *fork generations*: a forked child inherits
-its parent's cwd and fd table at the fork, so generation N is resolved
-after generation N-1 (a handful of iterations, each set-based).
+rows, successful fork/exec/exit, chdir, the fd-table syscalls, plus each
+pid's first event per segment), and every step is one SQL statement over
+all of them. They are read into two working tables: ``rows``, narrow, for
+every such row, and ``images``, with the process image and name columns,
+for the snapshot and exec rows only. The one Python loop runs over *fork
+generations*: a forked child inherits its parent's cwd and fd table at the
+fork, so generation N is resolved after generation N-1 (a handful of
+iterations, each set-based, each reading only its generation's lives).
+The per-event pass (the key tables) runs a segment at a time against only
+the state rows in force during that segment, so it is linear in segments;
+the rest is not yet built by segment range (docs/benchmarks.md, State layer).
 
 Tables written (docs/contracts.md section 2 describes the views over them):
 
