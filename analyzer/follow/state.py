@@ -2,14 +2,8 @@
 
 Each batch is resolved by the offline builder (analyzer.state.build) over two
 inputs: the batch's rows, and a *carry* holding the state at the end of the
-previous batch. The carry is small and bounded by what is alive, never by how
-long the capture has run:
-
-* the live processes as ``proc`` snapshot rows (image, cwd, ids, names), with
-  no parent link: their ancestry comes resolved in ``lineage``;
-* their open fds, already resolved (``fds``), so a pipe, a memfd or an
-  accepted socket keeps exactly the description it had;
-* the users, groups and container names as snapshot rows.
+previous batch (analyzer.state.carry describes it; the offline builder
+carries it from segment range to segment range the same way).
 
 The carry is written as the batch's own snapshot rows, which the builder
 orders at the batch's first event, where a segment's snapshot sits offline
@@ -31,32 +25,18 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from analyzer.sql.compiler import install_runtime
 from analyzer.state.build import Carried, materialize
 from analyzer.state.cache import configure
+from analyzer.state.carry import CARRY_NAME, StateCarry, carry_rows, conform, extract_carry, write_private
 from analyzer.state.inputs import Capture, Segment
 from analyzer.state.views import CaptureSource, events_sql
 from capture import schema
 
 _FDS_VIEW = "_carried_fds"
 _LINEAGE_VIEW = "_carried_lineage"
-CARRY_NAME = "carry.parquet"
 _BATCH_SCHEMA = "follow_batch"
-
-
-@dataclass(frozen=True)
-class StateCarry:
-    """The state at the end of a batch (Arrow tables, independent of any connection)."""
-
-    snapshot: pa.Table  # capture-schema rows: proc (live processes), user, group, cgroup
-    fds: pa.Table
-    lineage: pa.Table
-
-    @property
-    def processes(self) -> int:
-        return self.lineage.num_rows
 
 
 @dataclass(frozen=True)
@@ -64,23 +44,6 @@ class SegmentInfo:
     name: str
     seq: int
     host: str
-
-
-def conform(table: pa.Table) -> pa.Table:
-    """`table`'s columns in the capture schema, missing ones as nulls."""
-    columns = []
-    for field in schema.SCHEMA:
-        if field.name in table.column_names:
-            columns.append(table[field.name].cast(field.type))
-        else:
-            columns.append(pa.nulls(table.num_rows, field.type))
-    return pa.Table.from_arrays(columns, schema=schema.SCHEMA)
-
-
-def _write_private(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    pq.write_table(table, str(path), compression="lz4")
-    os.chmod(path, 0o600)
 
 
 def open_connection(workdir: Path) -> duckdb.DuckDBPyConnection:
@@ -120,9 +83,9 @@ class BatchState:
             # A new segment's own /proc snapshot comes after the carry and
             # fills only what the carry does not know, as offline.
             carry_path = workdir / "carry" / CARRY_NAME
-            _write_private(_carry_rows(carry, first_evt_num), carry_path)
+            write_private(carry_rows(carry, first_evt_num), carry_path)
             segments.append(_segment(carry_path, segment))
-        _write_private(rows, batch_path)
+        write_private(rows, batch_path)
         segments.append(_segment(batch_path, segment))
         capture = Capture(capture_dir, tuple(segments))
         self.con = con
@@ -148,14 +111,7 @@ class BatchState:
 
     def carry(self) -> StateCarry:
         """The state at the end of this batch, for the next one."""
-        con = self.con
-        con.execute(_LIVE_SQL)
-        procs = con.sql(_LIVE_PROC_ROWS_SQL).to_arrow_table()
-        names = con.sql(_NAME_ROWS_SQL).to_arrow_table()
-        fds = con.sql(_LIVE_FDS_SQL).to_arrow_table()
-        lineage = con.sql(_LINEAGE_SQL).to_arrow_table()
-        snapshot = pa.concat_tables([conform(procs), conform(names)])
-        return StateCarry(snapshot, fds, lineage)
+        return extract_carry(self.con)
 
     def close(self) -> None:
         """Drop the batch's tables; the connection stays for the next batch."""
@@ -173,55 +129,3 @@ def events_only(rows: pa.Table) -> bool:
 def _segment(path: Path, segment: SegmentInfo) -> Segment:
     stat = os.stat(path)
     return Segment(path, stat.st_size, stat.st_mtime_ns, segment.host, segment.seq)
-
-
-def _carry_rows(carry: StateCarry, first_evt_num: int) -> pa.Table:
-    """The carry's snapshot rows plus the event row that orders them before the batch."""
-    pids = carry.lineage["pid"]
-    marker = {
-        "kind": [schema.KIND_EVENT],
-        "evt_num": [first_evt_num - 1],
-        "pid": [pids[0].as_py() if len(pids) else None],
-    }
-    return pa.concat_tables([carry.snapshot, conform(pa.table(marker))])
-
-
-# The current incarnation of every pid that has not exited.
-_LIVE_SQL = """
-CREATE OR REPLACE TEMP TABLE _live AS
-SELECT i.*, ls.life_start_ts, a.anc_pid, a.anc_name, a.anc_exe, a.anc_exepath, a.anc_cmdline, a.anc_sid,
-       w.cwd AS cur_cwd
-FROM inc i
-LEFT JOIN ancestry a ON a.key = i.key
-LEFT JOIN life_start ls ON ls.life_key = i.life_key
-LEFT JOIN (SELECT life, cwd FROM cwd_state
-           QUALIFY row_number() OVER (PARTITION BY life ORDER BY ord DESC) = 1) w ON w.life = i.life_key
-WHERE i.end_ord IS NULL AND i.pid IS NOT NULL
-"""
-
-_LIVE_PROC_ROWS_SQL = """
-SELECT 'proc' AS kind, start_ts AS ts, pid, pid AS tid, NULL::INTEGER AS ppid, uid, gid, comm, cgroup_id,
-       container_id, exepath, argv, cur_cwd AS cwd, env, loginuid, tty, sid, pgid, vpid,
-       life_start_ts AS proc_start_ts, cap_effective, cap_permitted, cap_inheritable, exe_from_memfd, exe_upper_layer
-FROM _live ORDER BY pid
-"""
-
-_NAME_ROWS_SQL = """
-SELECT 'user' AS kind, uid, NULL::BIGINT AS gid, name AS user_name, home AS user_home, shell AS user_shell,
-       NULL AS group_name, NULL AS container_id, NULL AS container_name, NULL AS container_image FROM users
-UNION ALL
-SELECT 'group', NULL, gid, NULL, NULL, NULL, name, NULL, NULL, NULL FROM groups
-UNION ALL
-SELECT 'cgroup', NULL, NULL, NULL, NULL, NULL, NULL, container_id, name, image FROM containers
-"""
-
-_LIVE_FDS_SQL = """
-SELECT l.pid, f.fd, f.ts, f.type, f.raw, f.cloexec, f.sock_family, f.sock_type, f.sock_proto,
-       f.lip, f.lport, f.rip, f.rport, f.is_server, f.name
-FROM fd_state f JOIN _live l ON l.life_key = f.life
-QUALIFY row_number() OVER (PARTITION BY f.life, f.fd ORDER BY f.ord DESC, f.id DESC) = 1 AND f.op <> 'close'
-"""
-
-_LINEAGE_SQL = """
-SELECT pid, life_start_ts, anc_pid, anc_name, anc_exe, anc_exepath, anc_cmdline, anc_sid FROM _live ORDER BY pid
-"""

@@ -10,8 +10,9 @@ generations*: a forked child inherits its parent's cwd and fd table at the
 fork, so generation N is resolved after generation N-1 (a handful of
 iterations, each set-based, each reading only its generation's lives).
 The per-event pass (the key tables) runs a segment at a time against only
-the state rows in force during that segment, so it is linear in segments;
-the rest is not yet built by segment range (docs/benchmarks.md, State layer).
+the state rows in force during that segment. One call builds the segments
+it is given; analyzer/state/ranges.py calls it a segment range at a time,
+each range starting from the state the previous one left (``Carried``).
 
 Tables written (docs/contracts.md section 2 describes the views over them):
 
@@ -27,8 +28,9 @@ Tables written (docs/contracts.md section 2 describes the views over them):
   view stitches them to the segment by position);
 * ``users``, ``groups``, ``containers``: the latest snapshot names.
 
-``Carried`` is the hook a follower (analyzer/follow) uses to start a build
-from state resolved earlier instead of from a /proc snapshot: the carried
+``Carried`` is the hook the range builder and the follower (analyzer/follow)
+use to start a build from state resolved earlier instead of from a /proc
+snapshot (analyzer/state/carry.py extracts it after a build): the carried
 processes are ordinary ``proc`` snapshot rows of the first segment, and the
 two relations give what such rows cannot say exactly: each fd's resolved
 description and each process's ancestry and start time.
@@ -77,6 +79,12 @@ _IMAGE_NAMES = (
 )
 _ROW_NAMES = tuple(n for n in _RAW_NAMES if n not in _IMAGE_NAMES)
 # What a first sighting ('seen' row) says about its process (see _build_incarnations).
+# What the snapshot of a later segment fills in (see later_snapshot_sql).
+_SNAPSHOT_NAMES = (
+    "pid", "tid", "ppid", "ts", "comm", "uid", "gid", "container_id", "cgroup_id", "cwd", "exepath", "argv", "env",
+    "loginuid", "tty", "sid", "pgid", "vpid", "proc_start_ts", "cap_effective", "cap_permitted", "cap_inheritable",
+    "exe_from_memfd", "exe_upper_layer",
+)
 _SEEN_NAMES = ("evt_num", "ts", "pid", "tid", "ppid", "uid", "gid", "comm", "cgroup_id", "container_id", "cwd")
 
 
@@ -104,9 +112,11 @@ class Carried:
     sock_proto, lip, lport, rip, rport, is_server, name): the open fds of the
     carried processes, taken as is at the first segment's snapshot.
     ``lineage``: (pid, life_start_ts, anc_pid, anc_name, anc_exe, anc_exepath,
-    anc_cmdline, anc_sid): per carried process, its ancestry lists (element 1
-    itself) and the start of its life. A carried process is a ``proc`` row of
-    the first segment (seg 0) whose pid is in ``lineage``.
+    anc_cmdline, anc_sid, carry_key, carry_life): per carried process, its
+    ancestry lists (element 1 itself), the start of its life, and the key and
+    life of the incarnation it continues (analyzer.state.carry). A carried
+    process is a ``proc`` row of the first segment (seg 0) whose pid is in
+    ``lineage``.
     """
 
     fds: str
@@ -120,14 +130,35 @@ class Carried:
         )
 
 
+def later_snapshot_sql(segment_path: str) -> str:
+    """The process rows of the snapshot of the segment after the ones built
+    (see `materialize`'s `later`), at the order that segment's snapshot has."""
+    source = f"read_parquet('{_quote(segment_path)}')"
+    return (
+        f"SELECT {_raw_columns(_SNAPSHOT_NAMES)}, "
+        f"(SELECT min(evt_num) FROM {source} WHERE kind = 'evt') * 4 AS ord "
+        f"FROM {source} WHERE kind = 'proc' AND (tid IS NULL OR tid = pid)"
+    )
+
+
 def materialize(
-    con: duckdb.DuckDBPyConnection, capture: Capture, warnings: list[str], carried: Carried | None = None
+    con: duckdb.DuckDBPyConnection,
+    capture: Capture,
+    warnings: list[str],
+    carried: Carried | None = None,
+    later: str | None = None,
 ) -> list[str]:
-    """Build every state table of `capture` into `con`; returns the names of the segments read."""
+    """Build every state table of `capture` into `con`; returns the names of the segments read.
+
+    `later`: a relation of `later_snapshot_sql` rows. A build of part of a
+    capture (analyzer/state/ranges.py) passes the next segment's snapshot:
+    as in a build of the whole capture, it fills what events could not tell
+    about the processes still alive at the end.
+    """
     good = _load_segments(con, capture, warnings)
     if good:
         _order_segments(con)
-        _build_incarnations(con)
+        _build_incarnations(con, later)
         if carried is not None:
             con.execute(
                 "UPDATE life_start SET life_start_ts = c.life_start_ts FROM ("
@@ -235,15 +266,16 @@ def _order_segments(con: duckdb.DuckDBPyConnection) -> None:
     for table in ("rows", "images"):
         con.execute(f"UPDATE {table} SET ord = s.base * 4 FROM segments s WHERE {table}.ord IS NULL AND {table}.seg = s.seg")
     # A parent's fork return: the order its fork began after (its thread's
-    # previous event; else, the previous segment's snapshot, where a child
-    # that ran first is already listed).
+    # previous event in the segment; else, the segment's snapshot, where a
+    # child that ran first and is still alive is listed). Never further back:
+    # a build starting at a segment (a range, a follower's batch) sees no
+    # further back, and an older start of the pid is a reuse, not the child.
     con.execute(
         f"""
         CREATE TABLE fork_origin AS
-        SELECT r.evt_num AS fork_evt, coalesce(fp.prev_evt * 4 + 2, s.prev_base * 4) AS fork_from
+        SELECT r.evt_num AS fork_evt, coalesce(fp.prev_evt * 4 + 2, s.base * 4) AS fork_from
         FROM (SELECT seg, evt_num FROM rows WHERE kind = 'evt' AND syscall IN {sql_list(FORK_SYSCALLS)} AND res > 0) r
-        JOIN (SELECT seg, coalesce(lag(base) OVER (ORDER BY base, seq, name), base) AS prev_base FROM segments) s
-            USING (seg)
+        JOIN segments s USING (seg)
         LEFT JOIN fork_prev fp ON fp.evt_num = r.evt_num
         """
     )
@@ -257,7 +289,7 @@ _IMAGE = (
 _NO_IMAGE = ", ".join(f"NULL AS {c}" for c in _IMAGE.split(", "))
 
 
-def _build_incarnations(con: duckdb.DuckDBPyConnection) -> None:
+def _build_incarnations(con: duckdb.DuckDBPyConnection, later: str | None = None) -> None:
     """Process incarnations from fork/exec/exit and the soft starts (snapshot, first sighting)."""
     forks, execs = sql_list(FORK_SYSCALLS), sql_list(EXEC_SYSCALLS)
     common = "ts, seg, comm, uid, gid, container_id, cgroup_id, cwd"
@@ -342,17 +374,26 @@ def _build_incarnations(con: duckdb.DuckDBPyConnection) -> None:
         """
     )
     # Snapshot rows of later segments fill what events could not tell.
+    later_rows = "" if later is None else (
+        f" UNION ALL BY NAME SELECT pid, ord, 2 AS prio, 'snap' AS src, ppid AS parent_pid, ts, -1 AS seg, "
+        f"comm, uid, gid, container_id, cgroup_id, cwd, {_IMAGE}, NULL::BIGINT AS fork_from FROM {later}"
+    )
     con.execute(
-        """
+        f"""
         CREATE TABLE snapfill AS
         SELECT i.key, arg_min(b, b.ord) AS snap FROM (
-            SELECT * FROM bounds WHERE src = 'snap') b
+            SELECT * FROM bounds WHERE src = 'snap'{later_rows}) b
         ASOF JOIN starts i ON i.pid = b.pid AND b.ord >= i.ord
         WHERE i.next_ord IS NULL OR b.ord < i.next_ord
         GROUP BY i.key
         """
     )
-    fill = ", ".join(f"coalesce(m.{c}, f.snap.{c}) AS {c}" for c in _IMAGE.split(", ") if c not in ("vpid", "proc_start_ts"))
+    # A forked child runs the image as its image incarnation is known (with
+    # that one's later snapshot), else as its own later snapshot says: what a
+    # build starting later gets from the carried parent.
+    fill = ", ".join(
+        f"coalesce(m.{c}, mf.snap.{c}, f.snap.{c}) AS {c}" for c in _IMAGE.split(", ") if c not in ("vpid", "proc_start_ts")
+    )
     con.execute(
         f"""
         CREATE TABLE inc AS
@@ -369,6 +410,7 @@ def _build_incarnations(con: duckdb.DuckDBPyConnection) -> None:
         FROM inc0 i
         LEFT JOIN image_of io ON io.key = i.key
         LEFT JOIN inc0 m ON m.key = coalesce(io.img_key, i.key)
+        LEFT JOIN snapfill mf ON mf.key = coalesce(io.img_key, i.key)
         LEFT JOIN snapfill f ON f.key = i.key
         """
     )

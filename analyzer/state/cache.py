@@ -17,12 +17,12 @@ from pathlib import Path
 import duckdb
 
 from analyzer.render import install_macros as install_render_macros
-from analyzer.state.build import materialize
 from analyzer.state.inputs import Capture
+from analyzer.state.ranges import RANGE_EVENTS, materialize_by_ranges
 from analyzer.state.sql import install_macros
 
 # Bump when the tables or their meaning change: old caches are then rebuilt.
-STATE_VERSION = 6
+STATE_VERSION = 7
 CACHE_DIR_NAME = ".trace-cache"
 MEMORY_LIMIT = "1536MB"
 
@@ -63,12 +63,13 @@ def _private_dir(path: Path) -> None:
         raise PermissionError(f"{path} is not writable")
 
 
-def ensure_state(capture: Capture) -> tuple[Path, list[str]]:
-    """The path of the capture's state database, built if missing; warnings of the build."""
+def ensure_state(capture: Capture, range_events: int = RANGE_EVENTS) -> tuple[Path, list[str]]:
+    """The path of the capture's state database, built if missing (a range of
+    about `range_events` rows at a time); warnings of the build."""
     directory = cache_dir_for(capture)
     path = directory / f"state-v{STATE_VERSION}-{capture.key}.duckdb"
     if not path.exists():
-        _build(capture, directory, path)
+        _build(capture, directory, path, range_events)
         for stale in directory.glob("state-*.duckdb"):
             if stale != path:
                 stale.unlink(missing_ok=True)
@@ -80,26 +81,24 @@ def ensure_state(capture: Capture) -> tuple[Path, list[str]]:
     return path, warnings
 
 
-def _build(capture: Capture, directory: Path, path: Path) -> None:
+def _build(capture: Capture, directory: Path, path: Path, range_events: int) -> None:
     temp = directory / f".{path.name}.{os.getpid()}.tmp"
     temp.unlink(missing_ok=True)
     spill = directory / "tmp"
     _private_dir(spill)
-    # Built in memory (spilling to `spill` past the memory limit), then copied
-    # out: the intermediate tables never pay for the file's WAL and checkpoints.
+    # Each range is built in memory (spilling to `spill` past the memory
+    # limit) and appended to the file: the intermediate tables never pay for
+    # the file's WAL and checkpoints.
     con = duckdb.connect()
     try:
         configure(con, spill)
-        warnings: list[str] = []
-        materialize(con, capture, warnings)
-        con.execute("CREATE TABLE build_warnings (message VARCHAR)")
-        for warning in warnings:
-            con.execute("INSERT INTO build_warnings VALUES (?)", [warning])
         con.execute(f"ATTACH '{_quote(str(temp))}' AS out")
         os.chmod(temp, 0o600)  # inside a 0700 directory from the start
-        # in order: the per-row key tables are matched to the segments by position
-        con.execute("SET preserve_insertion_order = true")
-        con.execute("COPY FROM DATABASE memory TO out")
+        warnings: list[str] = []
+        materialize_by_ranges(con, capture, "out", spill, warnings, range_events)
+        con.execute("CREATE TABLE out.build_warnings (message VARCHAR)")
+        for warning in warnings:
+            con.execute("INSERT INTO out.build_warnings VALUES (?)", [warning])
         con.execute("DETACH out")
     except BaseException:
         con.close()
