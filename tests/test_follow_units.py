@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from analyzer.follow.candidates import EXACT_FIELDS, exact_fields_sql, open_arg_names
 from analyzer.follow.checkpoint import Checkpoint
 from analyzer.follow.compact import droppable_pairs
+from analyzer.follow.scan import BatchScan
 from analyzer.follow.follower import Follower
 from analyzer.follow.sinks import JsonlSink, StdoutSink, WebhookSink
 from analyzer.follow.source import CaptureSource
@@ -37,7 +38,7 @@ from analyzer.hunt.engine import MATCH_ALL, bind_check, build_scan, run_hunt
 from analyzer.hunt.plan import field_sql, plan_hunt
 from analyzer.output import Alert, utc_offset_now
 from analyzer.sql.compiler import install_runtime
-from analyzer.state import open_captures
+from analyzer.state import open_captures, views
 from capture import schema
 from capture.segments import CaptureIdentity, RetentionPolicy, RotationPolicy, SegmentWriter
 from tests.synthetic import event_batch, proc_snapshot
@@ -147,6 +148,57 @@ def test_fields_of_exact_raw_rows_equal_the_events_view(tmp_path):
         ).fetchall()[0][0]
     assert exact > 100 and exact >= total_opens // 2
     assert wrong == 0
+
+
+@pytest.fixture(scope="module")
+def demo_events(tmp_path_factory):
+    """The demo capture opened offline, its full `events` query materialized (keyed by segment and evt.num)."""
+    capture = tmp_path_factory.mktemp("narrow") / "demo"
+    shutil.copytree(DEMO, capture)
+    with open_captures([str(capture)]) as cs:
+        install_runtime(cs.con)
+        (only,) = cs.captures
+        source = views.CaptureSource("cap0", tuple(s.path for s in only.segments), tuple(s.host for s in only.segments),
+                                     only.id_prefix)
+        full = views.events_sql(source, None, None)
+        cs.con.execute(f"CREATE TEMP TABLE full_events AS {full}")
+        columns = [row[0] for row in cs.con.execute("DESCRIBE full_events").fetchall()]
+        yield cs.con, source, columns
+
+
+def narrowed_differences(con, source, columns) -> int:
+    """Rows where the query narrowed to `columns` disagrees with the full one on any of them (or lacks a row)."""
+    keys = {"_segment", "evt_num"}
+    selected = sorted(set(columns) | keys)
+    narrow = views.events_sql(source, None, None, selected)
+    differ = " OR ".join(f'f."{c}" IS DISTINCT FROM n."{c}"' for c in selected if c not in keys)
+    return con.execute(
+        f"SELECT count(*) FROM full_events f FULL JOIN ({narrow}) n USING (_segment, evt_num) "
+        f"WHERE f.ts IS NULL OR n._segment IS NULL{' OR ' + differ if differ else ''}"
+    ).fetchall()[0][0]
+
+
+def test_events_query_narrowed_to_the_followers_columns_gives_the_full_querys_values(demo_events, rules):
+    con, source, columns = demo_events
+    full = views.events_sql(source, None, None)
+    assert views.events_sql(source, None, None, columns) == full  # every column asked for: the offline query
+    scan = BatchScan(con, plan_hunt(rules).runnable, match=MATCH_ALL, events_sql=full)
+    narrow = views.events_sql(source, None, None, scan.columns)
+    assert 20 < len(scan.columns) < len(columns) // 2 and len(narrow) < len(full)
+    assert con.execute("SELECT count(*) FROM full_events").fetchall()[0][0] > 500
+    assert narrowed_differences(con, source, scan.columns) == 0
+    # what nothing asks for is not joined
+    assert "ancestry" not in views.events_sql(source, None, None, ["proc.name", "fd.name"])
+    with pytest.raises(ValueError, match="proc.nope"):
+        views.events_sql(source, None, None, ["proc.nope"])
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_property_events_query_narrowed_to_any_columns_gives_the_full_querys_values(demo_events, data):
+    con, source, columns = demo_events
+    chosen = data.draw(st.sets(st.sampled_from(columns), min_size=1, max_size=10))
+    assert narrowed_differences(con, source, chosen) == 0
 
 
 def test_only_neutral_open_close_pairs_are_droppable():

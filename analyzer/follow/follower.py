@@ -266,9 +266,10 @@ class Follower:
 
     def _hunt(self, state: BatchState) -> None:
         if self._scan is None:
-            self._scan = BatchScan(state.con, self._rules, match=self._match, events_sql=state.events_sql)
+            self._scan = BatchScan(state.con, self._rules, match=self._match, events_sql=state.events_sql())
             self.result.rejected, self.result.field_gaps = self._scan.checked.rejected, self._scan.checked.field_gaps
-        for alert in self._scan.alerts(state.con, state.events_sql, state.rows, utc_offset=self._utc_offset):
+        events = state.events_sql(self._scan.columns)
+        for alert in self._scan.alerts(state.con, events, state.rows, utc_offset=self._utc_offset):
             if alert.evt_num > self._resume_after:
                 self._deliver(alert)
 

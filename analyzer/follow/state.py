@@ -19,6 +19,7 @@ events).
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def open_connection(workdir: Path) -> duckdb.DuckDBPyConnection:
 
 
 class BatchState:
-    """One batch resolved into its own schema of `con`; `events_sql` is the `events` view's query over it."""
+    """One batch resolved into its own schema of `con`; `events_sql()` is the `events` view's query over it."""
 
     def __init__(
         self,
@@ -101,13 +102,15 @@ class BatchState:
                 con.register(_LINEAGE_VIEW, carry.lineage)
                 carried = Carried(_FDS_VIEW, _LINEAGE_VIEW)
             materialize(con, capture, warnings, carried)
-            source = CaptureSource(self._schema, (batch_path,), (segment.host,), capture.id_prefix)
-            # Not a view: creating one binds the whole wide query (~0.1 s), and
-            # the scan binds it again anyway (analyzer.follow.scan).
-            self.events_sql = events_sql(source, None, None)
+            self._source = CaptureSource(self._schema, (batch_path,), (segment.host,), capture.id_prefix)
         except BaseException:
             self.close()
             raise
+
+    def events_sql(self, columns: Collection[str] | None = None) -> str:
+        """The `events` view's query over this batch, narrowed to `columns` (analyzer.state.views.events_sql).
+        Not a view: creating one binds the whole wide query (~0.1 s), and the scan binds it again anyway."""
+        return events_sql(self._source, None, None, columns)
 
     def carry(self) -> StateCarry:
         """The state at the end of this batch, for the next one."""

@@ -11,6 +11,8 @@ Columns are plain expressions, so DuckDB computes only those a query uses
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from capture.schema import COLUMN_NAMES
 _O_CREAT = 0o100
 _CREAT_FLAGS = 0o1 | 0o100 | 0o1000  # creat() is open(O_WRONLY|O_CREAT|O_TRUNC)
 _UINT32_MAX = 4294967295
+_RAW_COLUMNS = frozenset(COLUMN_NAMES)
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,14 @@ def _key(prefix: int, expr: str) -> str:
     return f"CASE WHEN {expr} IS NOT NULL THEN ({prefix}::BIGINT << 40) | {expr} END"
 
 
-def events_sql(src: CaptureSource, since: int | None, until: int | None) -> str:
+def events_sql(src: CaptureSource, since: int | None, until: int | None, columns: Collection[str] | None = None) -> str:
     """The events of one capture with their state: an inner query does the
     joins and computes what several fields share (path resolution, errno, fd
-    description) once per row; the outer one names the fields."""
+    description) once per row; the outer one names the fields.
+
+    `columns` narrows the query to those output columns and to the joins and
+    shared values they need (binding the whole ~140-column query costs a
+    small follower batch more than running it); None gives every column."""
     a = src.alias
     time_filter = ""
     if since is not None:
@@ -55,65 +62,117 @@ def events_sql(src: CaptureSource, since: int | None, until: int | None) -> str:
         f"SELECT * FROM read_parquet({_q(str(p))}, filename = true) POSITIONAL JOIN {a}.{event_keys_table(p.name)}"
         for p in src.paths
     )
-    # The fd (or dirfd) is open in this process: the latest change of (pid, fd)
-    # is not a close and belongs to the event's life (not to an earlier
-    # process that had the same pid).
-    fd_live = "(f.op IS NOT NULL AND f.op <> 'close' AND f.life = w.life)"
     # the host of each segment (a capture directory usually has one)
     host_of = {str(p): host for p, host in zip(src.paths, src.hosts)}
     if len(set(host_of.values())) == 1:
         hosts = _q(next(iter(host_of.values())))
     else:
         hosts = "map_extract_value(MAP {" + ", ".join(f"{_q(k)}: {_q(v)}" for k, v in host_of.items()) + "}, r.filename)"
-    dir_base = f"CASE WHEN coalesce(e.dirfd, {AT_FDCWD}) = {AT_FDCWD} THEN w.cwd WHEN {fd_live} THEN f.name END"
-    path2_base = f"CASE WHEN coalesce(e.dirfd2, {AT_FDCWD}) = {AT_FDCWD} THEN w.cwd END"
+    fields, args = _select_fields(src.key_prefix)
+    if columns is not None:
+        unknown = set(columns) - fields.keys()
+        if unknown:
+            raise ValueError(f"not columns of the events query: {sorted(unknown)}")
+        fields = {name: expr for name, expr in fields.items() if name in columns}
+    outer = ",\n  ".join(expr if name in _RAW_COLUMNS else f'{expr} AS "{name}"' for name, expr in fields.items())
+    with_args = "_evt_args" in fields or "evt.args" in fields
+    shared, joins = _shared_columns(), _joins(a)
+    if columns is not None:
+        used = _x_columns(" ".join(fields.values()) + (f" {args.raws} {args.resolveds}" if with_args else ""))
+        shared = {name: expr for name, expr in shared.items() if name in used}
+        needed = _aliases(" ".join(shared.values()), joins)
+        for alias in reversed(list(joins)):  # a join's prerequisites come before it
+            if alias in needed:
+                needed |= joins[alias][1]
+        joins = {alias: join for alias, join in joins.items() if alias in needed}
+    shared_select = "".join(f", {expr} AS {name}" for name, expr in shared.items())
+    join_clauses = "".join(f"\n  {clause}" for clause, _ in joins.values())
     inner = f"""
-  SELECT e.*, {rf.errno_sql("e.res")} AS _errno,
-         p.key AS _p_key, p.life_key AS _p_life, p.argv AS _p_argv, p.exepath AS _p_exepath, p.vpid AS _p_vpid,
-         p.sid AS _p_sid, p.pgid AS _p_pgid, p.tty AS _p_tty, p.loginuid AS _p_loginuid, p.env AS _p_env,
-         p.cap_effective AS _p_cap_effective, p.cap_permitted AS _p_cap_permitted,
-         p.cap_inheritable AS _p_cap_inheritable, p.exe_upper_layer AS _p_upper, p.exe_from_memfd AS _p_memfd,
-         {fd_live} AS _f_live, f.type AS _f_type, f.name AS _f_name, f.raw AS _f_raw,
-         f.sock_family AS _f_family, f.sock_proto AS _f_proto, f.sock_type AS _f_stype,
-         f.lip AS _f_lip, f.lport AS _f_lport, f.rip AS _f_rip, f.rport AS _f_rport,
-         f.is_server AS _f_is_server, f.name_changed AND f.ord = e._ord AS _f_name_changed,
-         CASE WHEN {fd_live} AND f.type IS NOT NULL THEN '<' || trace_typechar(f.type) || '>' || coalesce(f.name, '') END AS _f_desc,
-         w.cwd AS _cwd,
-         CASE WHEN e.syscall IN {sql_list(OPEN_SYSCALLS)} AND e.res >= 0 AND {fd_live} THEN f.name
-              ELSE trace_resolve({dir_base}, e.path) END AS _path_abs,
-         trace_resolve({path2_base}, e.path2) AS _path2_abs,
-         a.anc_pid AS _a_pid, a.anc_name AS _a_name, a.anc_exe AS _a_exe, a.anc_exepath AS _a_exepath,
-         a.anc_cmdline AS _a_cmdline, a.sname AS _a_sname,
-         ls.life_start_ts AS _life_start_ts, u.name AS _u_name, u.home AS _u_home, u.shell AS _u_shell,
-         lu.name AS _lu_name, ct.name AS _ct_name, ct.image AS _ct_image,
-         names.users AS _users, names.groups AS _groups
+  SELECT e.*{shared_select}
   FROM (
     SELECT r.* EXCLUDE (filename), {_ord()} AS _ord, {hosts} AS _host,
            parse_filename(r.filename) AS _segment, {fd_num_sql("r")} AS _fd_num
     FROM ({segments}) r
     WHERE r.kind = 'evt'{time_filter}
-  ) e
-  LEFT JOIN {a}.fd_state f ON f.id = e.fd_id
-  LEFT JOIN {a}.timeline w ON w.id = e.timeline_id
-  LEFT JOIN {a}.inc p ON p.key = w.key
-  LEFT JOIN {a}.ancestry a ON a.key = p.key
-  LEFT JOIN {a}.life_start ls ON ls.life_key = p.life_key
-  LEFT JOIN {a}.users u ON u.uid = e.uid
-  LEFT JOIN {a}.users lu ON lu.uid = p.loginuid
-  LEFT JOIN {a}.containers ct ON ct.container_id = e.container_id
-  CROSS JOIN (SELECT (SELECT map_from_entries(list({{'k': uid, 'v': name}})) FROM {a}.users) AS users,
-                     (SELECT map_from_entries(list({{'k': gid, 'v': name}})) FROM {a}.groups) AS groups) names"""
-    fields, args = _select_fields(src.key_prefix)
+  ) e{join_clauses}"""
+    if not with_args and columns is not None:
+        return f"SELECT {outer}\nFROM ({inner}\n) x"
     # The middle query renders every parameter slot once; DuckDB drops it
     # unless `_evt_args` or `evt.args` is selected.
     return (
-        f"SELECT {fields}\nFROM (SELECT x.*, {args.raws} AS _arg_raw, {args.resolveds} AS _arg_res\n"
+        f"SELECT {outer}\nFROM (SELECT x.*, {args.raws} AS _arg_raw, {args.resolveds} AS _arg_res\n"
         f"FROM ({inner}\n) x) x"
     )
 
 
-def _select_fields(key_prefix: int) -> tuple[str, EvtArgsSql]:
-    raw = ", ".join(f"x.{c}" for c in COLUMN_NAMES)
+# The fd (or dirfd) is open in this process: the latest change of (pid, fd)
+# is not a close and belongs to the event's life (not to an earlier process
+# that had the same pid).
+_FD_LIVE = "(f.op IS NOT NULL AND f.op <> 'close' AND f.life = w.life)"
+
+
+def _shared_columns() -> dict[str, str]:
+    """The inner query's state columns, each computed once per row for the fields that read it."""
+    dir_base = f"CASE WHEN coalesce(e.dirfd, {AT_FDCWD}) = {AT_FDCWD} THEN w.cwd WHEN {_FD_LIVE} THEN f.name END"
+    path2_base = f"CASE WHEN coalesce(e.dirfd2, {AT_FDCWD}) = {AT_FDCWD} THEN w.cwd END"
+    return {
+        "_errno": rf.errno_sql("e.res"),
+        "_p_key": "p.key", "_p_argv": "p.argv", "_p_exepath": "p.exepath",
+        "_p_vpid": "p.vpid", "_p_sid": "p.sid", "_p_pgid": "p.pgid", "_p_tty": "p.tty",
+        "_p_loginuid": "p.loginuid", "_p_env": "p.env", "_p_cap_effective": "p.cap_effective",
+        "_p_cap_permitted": "p.cap_permitted", "_p_cap_inheritable": "p.cap_inheritable",
+        "_p_upper": "p.exe_upper_layer", "_p_memfd": "p.exe_from_memfd",
+        "_f_live": _FD_LIVE, "_f_type": "f.type", "_f_name": "f.name", "_f_raw": "f.raw",
+        "_f_family": "f.sock_family", "_f_proto": "f.sock_proto", "_f_stype": "f.sock_type",
+        "_f_lip": "f.lip", "_f_lport": "f.lport", "_f_rip": "f.rip", "_f_rport": "f.rport",
+        "_f_is_server": "f.is_server", "_f_name_changed": "f.name_changed AND f.ord = e._ord",
+        "_f_desc": f"CASE WHEN {_FD_LIVE} AND f.type IS NOT NULL THEN '<' || trace_typechar(f.type) || '>' || coalesce(f.name, '') END",
+        "_cwd": "w.cwd",
+        "_path_abs": f"CASE WHEN e.syscall IN {sql_list(OPEN_SYSCALLS)} AND e.res >= 0 AND {_FD_LIVE} THEN f.name "
+        f"ELSE trace_resolve({dir_base}, e.path) END",
+        "_path2_abs": f"trace_resolve({path2_base}, e.path2)",
+        "_a_pid": "a.anc_pid", "_a_name": "a.anc_name", "_a_exe": "a.anc_exe", "_a_exepath": "a.anc_exepath",
+        "_a_cmdline": "a.anc_cmdline", "_a_sname": "a.sname",
+        "_life_start_ts": "ls.life_start_ts", "_u_name": "u.name", "_u_home": "u.home", "_u_shell": "u.shell",
+        "_lu_name": "lu.name", "_ct_name": "ct.name", "_ct_image": "ct.image",
+        "_users": "names.users", "_groups": "names.groups",
+    }
+
+
+def _joins(a: str) -> dict[str, tuple[str, frozenset[str]]]:
+    """Alias -> (join clause, the aliases it joins on), in join order; every join is on a unique key,
+    so leaving one out changes no row."""
+    return {
+        "f": (f"LEFT JOIN {a}.fd_state f ON f.id = e.fd_id", frozenset()),
+        "w": (f"LEFT JOIN {a}.timeline w ON w.id = e.timeline_id", frozenset()),
+        "p": (f"LEFT JOIN {a}.inc p ON p.key = w.key", frozenset({"w"})),
+        "a": (f"LEFT JOIN {a}.ancestry a ON a.key = p.key", frozenset({"p"})),
+        "ls": (f"LEFT JOIN {a}.life_start ls ON ls.life_key = p.life_key", frozenset({"p"})),
+        "u": (f"LEFT JOIN {a}.users u ON u.uid = e.uid", frozenset()),
+        "lu": (f"LEFT JOIN {a}.users lu ON lu.uid = p.loginuid", frozenset({"p"})),
+        "ct": (f"LEFT JOIN {a}.containers ct ON ct.container_id = e.container_id", frozenset()),
+        "names": (f"CROSS JOIN (SELECT (SELECT map_from_entries(list({{'k': uid, 'v': name}})) FROM {a}.users) AS users,\n"
+                  f"                     (SELECT map_from_entries(list({{'k': gid, 'v': name}})) FROM {a}.groups) AS groups) names",
+                  frozenset()),
+    }
+
+
+_SQL_STRING = re.compile(r"'(?:[^']|'')*'")
+_QUALIFIED = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _x_columns(sql: str) -> set[str]:
+    """The inner query's columns that `sql` (outer expressions over alias x) reads."""
+    return {column for alias, column in _QUALIFIED.findall(_SQL_STRING.sub("", sql)) if alias == "x"}
+
+
+def _aliases(sql: str, joins: dict[str, tuple[str, frozenset[str]]]) -> set[str]:
+    """The joined tables that `sql` (inner expressions) reads."""
+    return {alias for alias, _ in _QUALIFIED.findall(_SQL_STRING.sub("", sql)) if alias in joins}
+
+
+def _select_fields(key_prefix: int) -> tuple[dict[str, str], EvtArgsSql]:
+    """Every output column's expression over the inner query (alias x), in output order."""
     fd_ok = "(x._fd_num >= 0 AND x._f_live)"
     is_ip = "x._f_type IN ('ipv4', 'ipv6')"
     opens = sql_list(OPEN_SYSCALLS)
@@ -225,7 +284,7 @@ def _select_fields(key_prefix: int) -> tuple[str, EvtArgsSql]:
         "_host": "x._host",
         "_segment": "x._segment",
     }
-    return ",\n  ".join([raw] + [f'{expr} AS "{name}"' for name, expr in {**fields, **lists}.items()]), args
+    return {**{c: f"x.{c}" for c in COLUMN_NAMES}, **fields, **lists}, args
 
 
 def _ord() -> str:
