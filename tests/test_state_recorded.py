@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from analyzer.state import open_captures
-from capture.tail import TAIL_NAME
+from capture.tail import TAIL_NAME, TailReader
 
 pytestmark = [
     pytest.mark.bpf,
@@ -74,7 +74,19 @@ def recorded(tmp_path_factory):
         done = subprocess.run(["/bin/bash", "-c", script], capture_output=True, text=True, timeout=60, check=True)
         ports = json.loads(done.stdout)
         # the last workload event (python's exit) is in the tail before we stop
-        wait_until(lambda: work.name.encode() in (capture / TAIL_NAME).read_bytes(), 30, "the workload events")
+        with TailReader(capture / TAIL_NAME) as tail:
+            workload_pids: set[int] = set()
+
+            def python_exited() -> bool:
+                for batch in tail.poll():
+                    for row in batch.select(["pid", "comm", "syscall", "cwd"]).to_pylist():
+                        if row["comm"] == "python3" and work.name in (row["cwd"] or ""):
+                            workload_pids.add(row["pid"])  # its exec (exec events carry the cwd)
+                        elif row["syscall"] == "procexit" and row["pid"] in workload_pids:
+                            return True
+                return False
+
+            wait_until(python_exited, 30, "the workload events")
     finally:
         recorder.send_signal(signal.SIGINT)
         recorder.communicate(timeout=60)
