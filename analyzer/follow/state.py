@@ -18,7 +18,6 @@ events).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +27,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.sql.compiler import install_runtime
-from analyzer.state.build import Carried, materialize
+from analyzer.state.build import materialize
 from analyzer.state.cache import configure
-from analyzer.state.carry import CARRY_NAME, StateCarry, carry_rows, conform, extract_carry, write_private
+from analyzer.state.carry import (
+    CARRY_NAME,
+    StateCarry,
+    conform,
+    extract_carry,
+    register_carried,
+    unregister_carried,
+    write_carry_segment,
+    write_private,
+)
 from analyzer.state.inputs import Capture, Segment
 from analyzer.state.views import CaptureSource, events_sql
 from capture import schema
 
-_FDS_VIEW = "_carried_fds"
-_LINEAGE_VIEW = "_carried_lineage"
+_CARRIED = "_carried"  # prefix of the carry's views (analyzer.state.carry.register_carried)
 _BATCH_SCHEMA = "follow_batch"
 
 
@@ -83,11 +90,10 @@ class BatchState:
         elif carry is not None:
             # A new segment's own /proc snapshot comes after the carry and
             # fills only what the carry does not know, as offline.
-            carry_path = workdir / "carry" / CARRY_NAME
-            write_private(carry_rows(carry, first_evt_num), carry_path)
-            segments.append(_segment(carry_path, segment))
+            segments.append(write_carry_segment(carry, first_evt_num, workdir / "carry" / CARRY_NAME, segment.host,
+                                                segment.seq))
         write_private(rows, batch_path)
-        segments.append(_segment(batch_path, segment))
+        segments.append(Segment.of_file(batch_path, segment.host, segment.seq))
         capture = Capture(capture_dir, tuple(segments))
         self.con = con
         self.rows = rows.num_rows
@@ -96,12 +102,7 @@ class BatchState:
         con.execute(f"CREATE SCHEMA {self._schema}")
         con.execute(f"USE {self._schema}")
         try:
-            carried = None
-            if carry is not None:
-                con.register(_FDS_VIEW, carry.fds)
-                con.register(_LINEAGE_VIEW, carry.lineage)
-                carried = Carried(_FDS_VIEW, _LINEAGE_VIEW)
-            materialize(con, capture, warnings, carried)
+            materialize(con, capture, warnings, register_carried(con, carry, _CARRIED))
             self._source = CaptureSource(self._schema, (batch_path,), (segment.host,), capture.id_prefix)
         except BaseException:
             self.close()
@@ -120,15 +121,9 @@ class BatchState:
         """Drop the batch's tables; the connection stays for the next batch."""
         con = self.con
         con.execute("USE main")
-        for view in (_FDS_VIEW, _LINEAGE_VIEW):
-            con.unregister(view)
+        unregister_carried(con, _CARRIED)
         con.execute(f"DROP SCHEMA IF EXISTS {self._schema} CASCADE")
 
 
 def events_only(rows: pa.Table) -> bool:
     return bool(pc.all(pc.equal(rows["kind"].cast(pa.string()), schema.KIND_EVENT)).as_py())
-
-
-def _segment(path: Path, segment: SegmentInfo) -> Segment:
-    stat = os.stat(path)
-    return Segment(path, stat.st_size, stat.st_mtime_ns, segment.host, segment.seq)

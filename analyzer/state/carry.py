@@ -29,6 +29,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analyzer.state.build import Carried
+from analyzer.state.inputs import Segment
 from capture import schema
 
 # The carry written as a segment of its own (see carry_rows).
@@ -91,6 +93,28 @@ def carry_rows(carry: StateCarry, first_evt_num: int) -> pa.Table:
         "pid": [pids[0].as_py() if len(pids) else None],
     }
     return pa.concat_tables([carry.snapshot, conform(pa.table(marker))])
+
+
+def write_carry_segment(carry: StateCarry, first_evt_num: int, path: Path, host: str, seq: int) -> Segment:
+    """`carry_rows` written privately to `path`, as a segment of the next build."""
+    write_private(carry_rows(carry, first_evt_num), path)
+    return Segment.of_file(path, host, seq)
+
+
+def register_carried(con: duckdb.DuckDBPyConnection, carry: StateCarry | None, prefix: str) -> Carried | None:
+    """The carry's relations as views `<prefix>_fds` and `<prefix>_lineage` of `con`, for the next build."""
+    if carry is None:
+        return None
+    carried = Carried(f"{prefix}_fds", f"{prefix}_lineage")
+    con.register(carried.fds, carry.fds)
+    con.register(carried.lineage, carry.lineage)
+    return carried
+
+
+def unregister_carried(con: duckdb.DuckDBPyConnection, prefix: str) -> None:
+    """Drop what `register_carried` registered under `prefix` (nothing if it registered nothing)."""
+    for name in (f"{prefix}_fds", f"{prefix}_lineage"):
+        con.unregister(name)
 
 
 # The current incarnation of every pid that has not exited.

@@ -34,6 +34,12 @@ class Segment:
     def name(self) -> str:
         return self.path.name
 
+    @classmethod
+    def of_file(cls, path: Path, host: str, seq: int) -> Segment:
+        """A segment file written here (a follower batch, a carry), sized and dated as it is now."""
+        stat = os.stat(path)
+        return cls(path, stat.st_size, stat.st_mtime_ns, host, seq)
+
 
 @dataclass(frozen=True)
 class Capture:

@@ -19,22 +19,27 @@ names, carried from every range before it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 
-from analyzer.state.build import Carried, later_snapshot_sql, materialize
-from analyzer.state.carry import CARRY_NAME, StateCarry, carry_rows, extract_carry, write_private
+from analyzer.state.build import later_snapshot_sql, materialize
+from analyzer.state.carry import (
+    CARRY_NAME,
+    StateCarry,
+    extract_carry,
+    register_carried,
+    unregister_carried,
+    write_carry_segment,
+)
 from analyzer.state.inputs import Capture, Segment
 from analyzer.state.sql import event_keys_table
 
 RANGE_EVENTS = 2_000_000
 _RANGE_SCHEMA = "state_range"
-_FDS_VIEW = "_range_carried_fds"
-_LINEAGE_VIEW = "_range_carried_lineage"
+_CARRIED = "_range_carried"  # prefix of the carry's views (analyzer.state.carry.register_carried)
 _LATER_VIEW = "_range_later_snapshot"
 # The tables of the state database besides the per-segment key tables.
 _NAME_TABLES = ("users", "groups", "containers")
@@ -93,17 +98,11 @@ def materialize_by_ranges(
             inputs = list(segments)
             if carry is not None:
                 first = _first_event(con, segments, offsets.last_evt)
-                write_private(carry_rows(carry, first), carry_path)
-                stat = os.stat(carry_path)
-                inputs.insert(0, Segment(carry_path, stat.st_size, stat.st_mtime_ns, segments[0].host, -1))
+                inputs.insert(0, write_carry_segment(carry, first, carry_path, segments[0].host, -1))
             con.execute(f"CREATE SCHEMA {_RANGE_SCHEMA}")
             con.execute(f"USE {_RANGE_SCHEMA}")
             try:
-                carried = None
-                if carry is not None:
-                    con.register(_FDS_VIEW, carry.fds)
-                    con.register(_LINEAGE_VIEW, carry.lineage)
-                    carried = Carried(_FDS_VIEW, _LINEAGE_VIEW)
+                carried = register_carried(con, carry, _CARRIED)
                 later = _later_snapshot(con, ranges[index + 1][0]) if index + 1 < len(ranges) else None
                 built = materialize(con, Capture(capture.directory, tuple(inputs)), warnings, carried, later)
                 good = [name for name in built if name != CARRY_NAME or carry is None]
@@ -118,8 +117,8 @@ def materialize_by_ranges(
                 offsets.seg += len(segments)
             finally:
                 con.execute("USE memory.main")
-                for view in (_FDS_VIEW, _LINEAGE_VIEW, _LATER_VIEW):
-                    con.unregister(view)
+                unregister_carried(con, _CARRIED)
+                con.unregister(_LATER_VIEW)
                 con.execute(f"DROP SCHEMA IF EXISTS {_RANGE_SCHEMA} CASCADE")
     finally:
         carry_path.unlink(missing_ok=True)
