@@ -11,10 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import pytest
 
 from analyzer.state import open_captures
 from capture.tail import TAIL_NAME, TailReader
+from tests.test_record_cli import start_recorder, stop_recorder, wait_until
 
 pytestmark = [
     pytest.mark.bpf,
@@ -29,7 +27,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="trace record needs root"),
 ]
 
-TRACE = str(Path(sys.executable).with_name("trace"))
 PYTHON3 = shutil.which("python3", path="/usr/bin:/bin")
 
 WORKLOAD = r"""
@@ -47,14 +44,6 @@ print(json.dumps({"sport": server.getsockname()[1], "cport": client.getsockname(
 """
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     if PYTHON3 is None:
@@ -65,11 +54,8 @@ def recorded(tmp_path_factory):
     (work / "secret.txt").write_text("s3cret\n")
     (work / "sub" / "workload.py").write_text(WORKLOAD)
     capture = root / "cap"
-    recorder = subprocess.Popen([TRACE, "record", "-o", str(capture), "--comm", "bash", "--comm", "cat",
-                                 "--comm", "python3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    recorder = start_recorder(capture, "--comm", "bash", "--comm", "cat", "--comm", "python3")
     try:
-        wait_until(lambda: (capture / TAIL_NAME).exists() or recorder.poll() is not None, 120, "the recorder")
-        assert recorder.poll() is None, recorder.stderr.read()
         script = f"cd {work}/sub && cat ../secret.txt > /dev/null && {PYTHON3} workload.py"
         done = subprocess.run(["/bin/bash", "-c", script], capture_output=True, text=True, timeout=60, check=True)
         ports = json.loads(done.stdout)
@@ -88,8 +74,7 @@ def recorded(tmp_path_factory):
 
             wait_until(python_exited, 30, "the workload events")
     finally:
-        recorder.send_signal(signal.SIGINT)
-        recorder.communicate(timeout=60)
+        stop_recorder(recorder)
     cs = open_captures([str(capture)])
     yield cs, work, ports
     cs.close()

@@ -11,20 +11,16 @@ a real `trace record` of `sh -c 'touch X; true'` (dash vforks for touch).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from analyzer.state import open_captures
 from capture.tail import TAIL_NAME, TailReader
 from tests.state_builder import CaptureBuilder, Proc
+from tests.test_record_cli import start_recorder, stop_recorder, wait_until
 
-TRACE = str(Path(sys.executable).with_name("trace"))
 
 
 def images(cs, pid: int, before: int | None = None) -> list[tuple]:
@@ -81,25 +77,14 @@ def test_a_reused_pid_still_gets_a_new_process(handbuilt):
     assert start == reuse_ts
 
 
-def _wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.mark.bpf
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="trace record needs root")
 def test_recorded_vfork_of_a_shell(tmp_path):
     marker = tmp_path / f"vfork-{uuid.uuid4().hex}"
     capture = tmp_path / "cap"
-    recorder = subprocess.Popen([TRACE, "record", "-o", str(capture), "--comm", "sh", "--comm", "touch"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    recorder = start_recorder(capture, "--comm", "sh", "--comm", "touch")
     try:
-        _wait_until(lambda: (capture / TAIL_NAME).exists() or recorder.poll() is not None, 120, "the recorder")
-        assert recorder.poll() is None, recorder.stderr.read()
         subprocess.run(["/bin/sh", "-c", f"touch {marker}; true"], check=True, timeout=60)
         # touch's exit (its last event) is in the tail before we stop
         with TailReader(capture / TAIL_NAME) as tail:
@@ -111,10 +96,9 @@ def test_recorded_vfork_of_a_shell(tmp_path):
                     seen.extend(r["syscall"] for r in rows if r["comm"] == "touch")
                 return "procexit" in seen
 
-            _wait_until(touch_exited, 30, "the workload events")
+            wait_until(touch_exited, 30, "the workload events")
     finally:
-        recorder.send_signal(signal.SIGINT)
-        recorder.communicate(timeout=60)
+        stop_recorder(recorder)
     with open_captures([str(capture)]) as cs:
         (pid,) = cs.con.execute(
             'SELECT DISTINCT "proc.pid" FROM events WHERE "evt.type" = \'execve\' AND list_contains(argv, ?)',
