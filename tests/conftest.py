@@ -13,8 +13,11 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 from hypothesis import HealthCheck, settings
+
+from analyzer.sql.runtime import install_runtime
 
 settings.register_profile(
     "default",
@@ -39,3 +42,12 @@ def mounted_tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
         yield mountpoint
     finally:
         subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+@pytest.fixture(scope="module")
+def runtime_con() -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB connection with the compiled rules' runtime macros installed."""
+    connection = duckdb.connect()
+    install_runtime(connection)
+    yield connection
+    connection.close()

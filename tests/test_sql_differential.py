@@ -16,16 +16,14 @@ import ctypes
 import ctypes.util
 import ipaddress
 
-import duckdb
 import pyarrow as pa
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analyzer.condition import ast
 from analyzer.fields.catalog import CATALOG, Catalog, col
 from analyzer.fields.spec import FieldType
-from analyzer.sql.compiler import compile_condition, install_runtime
+from analyzer.sql.compiler import compile_condition
 from tests import reference_eval as ref
 
 # No list-valued field is derived from captures yet (fd.types is catalogued
@@ -197,14 +195,6 @@ def conditions(leaves):
     )
 
 
-@pytest.fixture(scope="module")
-def con():
-    connection = duckdb.connect()
-    install_runtime(connection)
-    yield connection
-    connection.close()
-
-
 def _table(batch: list[dict]) -> pa.Table:
     columns = {"id": pa.array(range(len(batch)), pa.int64())}
     for name, type_ in COLUMN_TYPES.items():
@@ -215,13 +205,13 @@ def _table(batch: list[dict]) -> pa.Table:
     return pa.table(columns)
 
 
-def check(con, batch: list[dict], exprs: list[ast.Node]) -> None:
+def check(runtime_con, batch: list[dict], exprs: list[ast.Node]) -> None:
     compiled = [compile_condition(e, TEST_CATALOG) for e in exprs]
     for expr, result in zip(exprs, compiled):
         assert result.sql is not None, (expr.text(), result.error, result.unsupported)
     events_table = _table(batch)  # noqa: F841 (read by DuckDB's replacement scan)
     select = ", ".join(f"({c.sql}) AS c{i}" for i, c in enumerate(compiled))
-    rows = con.execute(f"SELECT id, {select} FROM events_table ORDER BY id").fetchall()
+    rows = runtime_con.execute(f"SELECT id, {select} FROM events_table ORDER BY id").fetchall()
     for row, event in zip(rows, batch):
         for i, expr in enumerate(exprs):
             want = ref.evaluate(expr, event)
@@ -235,20 +225,20 @@ batches = st.lists(events, min_size=1, max_size=12)
 
 @settings(max_examples=300)
 @given(batch=batches, exprs=st.lists(conditions(string_checks()), min_size=1, max_size=4))
-def test_string_conditions_match_the_reference(con, batch, exprs):
-    check(con, batch, exprs)
+def test_string_conditions_match_the_reference(runtime_con, batch, exprs):
+    check(runtime_con, batch, exprs)
 
 
 @settings(max_examples=300)
 @given(batch=batches, exprs=st.lists(conditions(typed_checks()), min_size=1, max_size=4))
-def test_typed_conditions_match_the_reference(con, batch, exprs):
-    check(con, batch, exprs)
+def test_typed_conditions_match_the_reference(runtime_con, batch, exprs):
+    check(runtime_con, batch, exprs)
 
 
 @settings(max_examples=300)
 @given(batch=batches, exprs=st.lists(conditions(st.one_of(string_checks(), typed_checks())), min_size=1, max_size=4))
-def test_mixed_conditions_match_the_reference(con, batch, exprs):
-    check(con, batch, exprs)
+def test_mixed_conditions_match_the_reference(runtime_con, batch, exprs):
+    check(runtime_con, batch, exprs)
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"))
@@ -264,7 +254,7 @@ def test_reference_glob_agrees_with_glibc_fnmatch(pattern, text):
     assert ref.glob_match(pattern, text) == (_libc.fnmatch(pattern.encode(), text.encode(), 0) == 0), (pattern, text)
 
 
-def check_filters(con, batch: list[dict], exprs: list[ast.Node]) -> None:
+def check_filters(runtime_con, batch: list[dict], exprs: list[ast.Node]) -> None:
     """The hunt's forms: ``filter_sql`` in a WHERE selects exactly what the
     reference selects, and ``prefilter_sql`` keeps every one of those."""
     events_table = _table(batch)  # noqa: F841 (read by DuckDB's replacement scan)
@@ -272,14 +262,14 @@ def check_filters(con, batch: list[dict], exprs: list[ast.Node]) -> None:
     for expr in exprs:
         result = compile_condition(expr, TEST_CATALOG)
         want = {i for i, event in enumerate(batch) if ref.evaluate(expr, event)}
-        got = {r[0] for r in con.execute(f"SELECT id FROM events_table WHERE {result.filter_sql}").fetchall()}
+        got = {r[0] for r in runtime_con.execute(f"SELECT id FROM events_table WHERE {result.filter_sql}").fetchall()}
         assert got == want, f"condition: {expr.text()}\nfilter: {result.filter_sql}"
         kept = every if result.prefilter_sql is None else {
-            r[0] for r in con.execute(f"SELECT id FROM events_table WHERE {result.prefilter_sql}").fetchall()}
+            r[0] for r in runtime_con.execute(f"SELECT id FROM events_table WHERE {result.prefilter_sql}").fetchall()}
         assert want <= kept, f"condition: {expr.text()}\nprefilter: {result.prefilter_sql}"
 
 
 @settings(max_examples=200)
 @given(batch=batches, exprs=st.lists(conditions(st.one_of(string_checks(), typed_checks())), min_size=1, max_size=4))
-def test_filter_and_prefilter_forms_agree_with_the_reference(con, batch, exprs):
-    check_filters(con, batch, exprs)
+def test_filter_and_prefilter_forms_agree_with_the_reference(runtime_con, batch, exprs):
+    check_filters(runtime_con, batch, exprs)

@@ -7,21 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 
-import duckdb
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from analyzer.sql.generator import _in_network
-from analyzer.sql.runtime import install_runtime
-
-
-@pytest.fixture(scope="module")
-def con():
-    connection = duckdb.connect()
-    install_runtime(connection)
-    yield connection
-    connection.close()
 
 
 def spellings(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> st.SearchStrategy[str]:
@@ -38,27 +27,27 @@ addresses = st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6),
 
 
 @given(data=st.data(), address=addresses)
-def test_addresses_parse_in_every_spelling(con, data, address):
+def test_addresses_parse_in_every_spelling(runtime_con, data, address):
     text = data.draw(spellings(address))
-    v4, v6 = con.execute("SELECT _ip4_num(?), _ip6_num(?)", [text, text]).fetchall()[0]
+    v4, v6 = runtime_con.execute("SELECT _ip4_num(?), _ip6_num(?)", [text, text]).fetchall()[0]
     assert (v4, v6) == ((int(address), None) if address.version == 4 else (None, int(address)))
 
 
 @given(address=addresses, network=addresses, data=st.data())
-def test_cidr_checks_are_network_membership(con, address, network, data):
+def test_cidr_checks_are_network_membership(runtime_con, address, network, data):
     prefix = data.draw(st.integers(0, network.max_prefixlen))
     net = ipaddress.ip_network(f"{network}/{prefix}", strict=False)
     expected = address.version == net.version and address in net
-    got = con.execute(f"SELECT {_in_network('a', net)} FROM (SELECT ? AS a)", [str(address)]).fetchall()[0][0]
+    got = runtime_con.execute(f"SELECT {_in_network('a', net)} FROM (SELECT ? AS a)", [str(address)]).fetchall()[0][0]
     assert got is expected, (str(address), str(net))
 
 
 @given(text=st.text(alphabet="0123456789abcdefABCDEF.:/x -", max_size=45))
-def test_malformed_addresses_are_null_not_errors(con, text):
+def test_malformed_addresses_are_null_not_errors(runtime_con, text):
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
         address = None
-    v4, v6 = con.execute("SELECT _ip4_num(?), _ip6_num(?)", [text, text]).fetchall()[0]
+    v4, v6 = runtime_con.execute("SELECT _ip4_num(?), _ip6_num(?)", [text, text]).fetchall()[0]
     assert v4 == (int(address) if address is not None and address.version == 4 else None)
     assert v6 == (int(address) if address is not None and address.version == 6 else None)

@@ -27,8 +27,19 @@ _NULL = re.compile(r"~|null|Null|NULL|")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+class _Located:
+    """A node's place in its file: `start` is a character index into `source`."""
+
+    source: SourceFile
+    start: int
+
+    @property
+    def location(self) -> SourceLocation:
+        return self.source.location(self.start)
+
+
 @dataclass(frozen=True)
-class YScalar:
+class YScalar(_Located):
     value: str
     start: int  # character index of the node in the file
     end: int
@@ -38,10 +49,6 @@ class YScalar:
     @property
     def is_null(self) -> bool:
         return self.plain and bool(_NULL.fullmatch(self.value))
-
-    @property
-    def location(self) -> SourceLocation:
-        return self.source.location(self.start)
 
     def as_bool(self) -> bool | None:
         """yaml-cpp's bool conversion; None when the text is not a boolean."""
@@ -60,28 +67,20 @@ class YScalar:
 
 
 @dataclass(frozen=True)
-class YSeq:
+class YSeq(_Located):
     items: tuple["YNode", ...]
     start: int
     end: int
     source: SourceFile
 
-    @property
-    def location(self) -> SourceLocation:
-        return self.source.location(self.start)
-
 
 @dataclass(frozen=True)
-class YMap:
+class YMap(_Located):
     keys: tuple[YScalar, ...]
     values: tuple["YNode", ...]
     start: int
     end: int
     source: SourceFile
-
-    @property
-    def location(self) -> SourceLocation:
-        return self.source.location(self.start)
 
     def get(self, key: str) -> "YNode | None":
         """The value of ``key`` (the last one if repeated, as yaml-cpp does)."""
