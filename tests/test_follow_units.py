@@ -30,13 +30,15 @@ from hypothesis import strategies as st
 from analyzer.follow.candidates import EXACT_FIELDS, exact_fields_sql, open_arg_names
 from analyzer.follow.checkpoint import Checkpoint
 from analyzer.follow.compact import droppable_pairs
-from analyzer.follow.scan import BatchScan
+from analyzer.follow.scan import BatchScan, literal_arg_keys
 from analyzer.follow.follower import Follower
 from analyzer.follow.sinks import JsonlSink, StdoutSink, WebhookSink
 from analyzer.follow.source import CaptureSource
 from analyzer.hunt.engine import MATCH_ALL, bind_check, build_scan, run_hunt
 from analyzer.hunt.plan import field_sql, plan_hunt
+from analyzer.fields.catalog import sql_string
 from analyzer.output import Alert, utc_offset_now
+from analyzer.render.params import PARAMS
 from analyzer.sql.compiler import install_runtime
 from analyzer.state import open_captures, views
 from capture import schema
@@ -199,6 +201,37 @@ def test_property_events_query_narrowed_to_any_columns_gives_the_full_querys_val
     con, source, columns = demo_events
     chosen = data.draw(st.sets(st.sampled_from(columns), min_size=1, max_size=10))
     assert narrowed_differences(con, source, chosen) == 0
+
+
+def narrowed_arg_differences(con, source, keys) -> int:
+    """Rows where `_evt_args` narrowed to `keys` disagrees with the full map on a lookup of any of them."""
+    narrow = views.events_sql(source, None, None, ["_segment", "evt_num", "_evt_args"], arg_keys=keys)
+    differ = " OR ".join(f"f._evt_args[{sql_string(k)}] IS DISTINCT FROM n._evt_args[{sql_string(k)}]" for k in keys)
+    return con.execute(
+        f"SELECT count(*) FROM full_events f FULL JOIN ({narrow}) n USING (_segment, evt_num) "
+        f"WHERE f.ts IS NULL OR n._segment IS NULL OR {differ}"
+    ).fetchall()[0][0]
+
+
+def test_evt_args_narrowed_to_the_keys_the_rules_read_gives_the_full_maps_values(demo_events, rules):
+    con, source, _ = demo_events
+    scan = BatchScan(con, plan_hunt(rules).runnable, match=MATCH_ALL, events_sql=views.events_sql(source, None, None))
+    assert scan.arg_keys is not None and {"name", "flags"} <= scan.arg_keys
+    assert narrowed_arg_differences(con, source, scan.arg_keys) == 0
+    # the map read otherwise than by a literal key: the whole map
+    assert literal_arg_keys('"_evt_args"[\'name\'] = \'x\' AND "_evt_args"[\'fd\'] IS NULL') == {"name", "fd"}
+    assert literal_arg_keys('map_values("_evt_args")[2] = \'x\' OR "_evt_args"[\'name\'] = \'y\'') is None
+    with pytest.raises(ValueError, match="evt.args"):
+        views.events_sql(source, None, None, ["evt.args", "_evt_args"], arg_keys={"name"})
+
+
+@settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_property_evt_args_narrowed_to_any_keys_gives_the_full_maps_values(demo_events, data):
+    con, source, _ = demo_events
+    names = sorted({name for params in PARAMS.values() for name, _ in params})
+    keys = data.draw(st.sets(st.sampled_from(names), min_size=1, max_size=6))
+    assert narrowed_arg_differences(con, source, keys) == 0
 
 
 def test_only_neutral_open_close_pairs_are_droppable():

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.fields.catalog import sql_string
-from analyzer.follow.scan import candidate_types, identifiers
+from analyzer.follow.scan import arg_keys, candidate_types, identifiers, literal_arg_keys
 from analyzer.follow.source import string_member
 from analyzer.hunt.engine import HuntRule, scan_prefilter
 from analyzer.render.params import PARAMS, ArgContext
@@ -42,7 +42,6 @@ RAW_BATCH = "_follow_raw_batch"
 SIGNATURE_COLUMNS = ("syscall", "path", "flags", "mode", "res", "dirfd")
 _MAX_KNOWN = 100_000
 _STRING = re.compile(r"'(?:[^']|'')*'")
-_ARG_KEY = re.compile(r"\"_evt_args\"\['((?:[^']|'')*)'\]")
 _O_DIRECTORY = 0o200000
 _O_CREAT = 0o100
 _CREAT_FLAGS = 0o1 | 0o100 | 0o1000  # creat() is open(O_WRONLY|O_CREAT|O_TRUNC)
@@ -136,7 +135,7 @@ class CandidateTest:
         self._types = candidate_types(rules)
         prefilter = scan_prefilter(usable)
         passes = "true" if prefilter is None else f"coalesce({prefilter}, false)"
-        keys = sorted({key for rule in usable for key in _arg_keys(rule.prefilter_sql or "")})
+        keys = sorted({key for rule in usable for key in arg_keys(rule.prefilter_sql or "")})
         self._sql = (
             f"SELECT _signature, bool_or({passes}) AS candidate "
             f"FROM ({exact_fields_sql(RAW_BATCH, keys)}) events GROUP BY _signature"
@@ -176,14 +175,10 @@ class CandidateTest:
             con.unregister(RAW_BATCH)
 
 
-def _arg_keys(sql: str) -> list[str]:
-    return [key.replace("''", "'") for key in _ARG_KEY.findall(sql)]
-
-
 def _exact_only(prefilter: str | None) -> bool:
     """Whether `prefilter` reads no field but EXACT_FIELDS (Falco fields are dotted, view helpers start
     with _), and `_evt_args` only by a literal key."""
-    if prefilter is None or prefilter.count('"_evt_args"') != len(_arg_keys(prefilter)):
+    if prefilter is None or literal_arg_keys(prefilter) is None:
         return False
     names = identifiers(_STRING.sub("''", prefilter))
     return all(

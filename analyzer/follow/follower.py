@@ -268,7 +268,7 @@ class Follower:
         if self._scan is None:
             self._scan = BatchScan(state.con, self._rules, match=self._match, events_sql=state.events_sql())
             self.result.rejected, self.result.field_gaps = self._scan.checked.rejected, self._scan.checked.field_gaps
-        events = state.events_sql(self._scan.columns)
+        events = state.events_sql(self._scan.columns, self._scan.arg_keys)
         for alert in self._scan.alerts(state.con, events, state.rows, utc_offset=self._utc_offset):
             if alert.evt_num > self._resume_after:
                 self._deliver(alert)

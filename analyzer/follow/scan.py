@@ -30,6 +30,7 @@ from analyzer.output import Alert
 ROWS_TABLE = "follow_rows"
 PREFILTER_MIN_ROWS = 5_000  # batches this big copy only what passes the rules' prefilters
 _IDENTIFIER = re.compile(r'"((?:[^"]|"")+)"|\b([A-Za-z_][A-Za-z0-9_.]*)\b')
+_ARG_KEY = re.compile(r"\"_evt_args\"\['((?:[^']|'')*)'\]")
 
 
 def candidate_types(rules: Sequence[HuntRule]) -> frozenset[str] | None:
@@ -42,6 +43,17 @@ def candidate_types(rules: Sequence[HuntRule]) -> frozenset[str] | None:
 def identifiers(sql: str) -> set[str]:
     """Every name `sql` may use, quoted or bare (over-inclusion: words in strings count too)."""
     return {quoted.replace('""', '"') if quoted else bare for quoted, bare in _IDENTIFIER.findall(sql)}
+
+
+def arg_keys(sql: str) -> list[str]:
+    """The `_evt_args` keys `sql` looks up by literal (`"_evt_args"['name']`), in order, repeated."""
+    return [key.replace("''", "'") for key in _ARG_KEY.findall(sql)]
+
+
+def literal_arg_keys(sql: str) -> frozenset[str] | None:
+    """The `_evt_args` keys `sql` reads, when it reads the map only by literal keys; else None."""
+    keys = arg_keys(sql)
+    return frozenset(keys) if sql.count('"_evt_args"') == len(keys) else None
 
 
 def _columns_read(sql: str, available: Sequence[str]) -> list[str]:
@@ -83,6 +95,12 @@ class BatchScan:
         # What the copy reads of the events query: binding all of it costs a
         # small batch ~0.2 s (analyzer.state.views.events_sql narrows it).
         self.columns: tuple[str, ...] = tuple(_columns_read(" ".join((self._select, self._where_small, self._where_big)), available))
+        # Of `_evt_args`, only the keys the rules and filters look up: its
+        # renderers for every syscall were most of the copy's binding. The
+        # whole map when something reads it otherwise (evt.arg[N], evt.args).
+        self.arg_keys: frozenset[str] | None = None
+        if "_evt_args" in self.columns and "evt.args" not in self.columns:
+            self.arg_keys = literal_arg_keys(" ".join((over_view.sql, self._where_small, self._where_big)))
         con.execute(f"CREATE OR REPLACE TEMP TABLE {ROWS_TABLE} AS SELECT {self._select} FROM {events} LIMIT 0")
         self.scan: Scan = build_scan(checked.rules, match=match, field_sql=checked.sql_for, relation=ROWS_TABLE)
         try:

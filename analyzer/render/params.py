@@ -13,7 +13,7 @@ parameters, each parameter to a renderer of (raw, resolved) SQL.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from analyzer.render import flags as f
@@ -197,18 +197,24 @@ class EvtArgsSql:
     evt_text: Callable[[str, str], str]  # -> `evt.args`
 
 
-def evt_args_sql(ctx: ArgContext) -> EvtArgsSql:
+def evt_args_sql(ctx: ArgContext, keys: Collection[str] | None = None) -> EvtArgsSql:
     """The `_evt_args` MAP and the `evt.args` string.
 
     Every distinct renderer becomes one *slot* (a raw and a resolved string
     computed per row); a constant map from syscall to its (name, slot) list
     picks and orders them. The SQL stays small whatever the number of event
     types, which keeps binding the `events` view fast.
+
+    `keys`: only the parameters of those names (a query that looks up a few
+    `_evt_args` keys binds a fraction of the renderers); `evt.args` is then
+    incomplete, so a caller passing `keys` must not read it.
     """
     slots: dict[tuple[str, str], int] = {}
     spec: dict[str, list[tuple[str, int]]] = {}
     for syscall, params in PARAMS.items():
         for pname, render in params:
+            if keys is not None and pname not in keys:
+                continue
             raw, resolved = render(ctx)
             slot = slots.setdefault((raw, resolved or "NULL::VARCHAR"), len(slots) + 1)
             spec.setdefault(syscall, []).append((pname, slot))

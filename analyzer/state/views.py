@@ -42,14 +42,22 @@ def _key(prefix: int, expr: str) -> str:
     return f"CASE WHEN {expr} IS NOT NULL THEN ({prefix}::BIGINT << 40) | {expr} END"
 
 
-def events_sql(src: CaptureSource, since: int | None, until: int | None, columns: Collection[str] | None = None) -> str:
+def events_sql(
+    src: CaptureSource,
+    since: int | None,
+    until: int | None,
+    columns: Collection[str] | None = None,
+    arg_keys: Collection[str] | None = None,
+) -> str:
     """The events of one capture with their state: an inner query does the
     joins and computes what several fields share (path resolution, errno, fd
     description) once per row; the outer one names the fields.
 
     `columns` narrows the query to those output columns and to the joins and
     shared values they need (binding the whole ~140-column query costs a
-    small follower batch more than running it); None gives every column."""
+    small follower batch more than running it); None gives every column.
+    `arg_keys`: `_evt_args` holds only the parameters of those names (the
+    follower's rules look up a few; `evt.args` cannot be selected then)."""
     a = src.alias
     time_filter = ""
     if since is not None:
@@ -68,7 +76,9 @@ def events_sql(src: CaptureSource, since: int | None, until: int | None, columns
         hosts = _q(next(iter(host_of.values())))
     else:
         hosts = "map_extract_value(MAP {" + ", ".join(f"{_q(k)}: {_q(v)}" for k, v in host_of.items()) + "}, r.filename)"
-    fields, args = _select_fields(src.key_prefix)
+    if arg_keys is not None and (columns is None or "evt.args" in columns):
+        raise ValueError("evt.args needs every parameter: no arg_keys with it")
+    fields, args = _select_fields(src.key_prefix, arg_keys)
     if columns is not None:
         unknown = set(columns) - fields.keys()
         if unknown:
@@ -171,7 +181,7 @@ def _aliases(sql: str, joins: dict[str, tuple[str, frozenset[str]]]) -> set[str]
     return {alias for alias, _ in _QUALIFIED.findall(_SQL_STRING.sub("", sql)) if alias in joins}
 
 
-def _select_fields(key_prefix: int) -> tuple[dict[str, str], EvtArgsSql]:
+def _select_fields(key_prefix: int, arg_keys: Collection[str] | None = None) -> tuple[dict[str, str], EvtArgsSql]:
     """Every output column's expression over the inner query (alias x), in output order."""
     fd_ok = "(x._fd_num >= 0 AND x._f_live)"
     is_ip = "x._f_type IN ('ipv4', 'ipv6')"
@@ -192,7 +202,7 @@ def _select_fields(key_prefix: int) -> tuple[dict[str, str], EvtArgsSql]:
         errno="x._errno",
         resolved_path=lambda column: "x._path2_abs" if column == "path2" else "x._path_abs",
     )
-    args = evt_args_sql(ctx)
+    args = evt_args_sql(ctx, arg_keys)
     eff_flags = f"CASE WHEN x.syscall = 'creat' THEN {_CREAT_FLAGS} ELSE x.flags END"
     fields = {
         # process
