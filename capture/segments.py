@@ -69,7 +69,17 @@ _PARQUET_OPTIONS = {
     # Values are encoded in batches of this many rows per column: the default
     # 1024 pays a per-call overhead ~128 times per column and row group.
     "write_batch_size": 64 * 1024,
+    # One data page per column chunk instead of one per 20 000 rows: each page
+    # is a separate zstd call (a fresh compression context) and a write; with
+    # ~58 columns that was ~400 pages per row group (measured: segments ~10 %
+    # smaller, the write a few % cheaper). Readers read whole row groups anyway.
+    "max_rows_per_page": DEFAULT_ROW_GROUP_ROWS,
+    "data_page_size": 64 << 20,
 }
+# The Parquet writer writes every page and footer piece on its own and asks
+# the file for its position (lseek) around them: a buffer makes those one
+# write(2) per MiB. Each syscall of the recorder also runs the BPF program.
+_SINK_BUFFER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -162,7 +172,8 @@ class _OpenSegment:
         }
         self.schema = schema.schema_with_metadata(metadata)
         os.close(create_private_file(self.tmp_path))
-        self.parquet = pq.ParquetWriter(str(self.tmp_path), self.schema, **_PARQUET_OPTIONS)
+        self.sink = pa.BufferedOutputStream(pa.OSFile(str(self.tmp_path), "wb"), _SINK_BUFFER_BYTES)
+        self.parquet = pq.ParquetWriter(self.sink, self.schema, **_PARQUET_OPTIONS)
         self.tail: TailWriter | None = None
         if with_tail:
             self.tail = TailWriter(directory, self.schema.with_metadata({**self.schema.metadata, META_SEGMENT_NAME: self.name.encode()}))
@@ -277,10 +288,11 @@ class SegmentWriter:
         if segment is None:
             return
         if not segment.published:
-            try:
-                segment.parquet.close()
-            except Exception:  # the file is being thrown away; its writer's state does not matter
-                pass
+            for closable in (segment.parquet, segment.sink):
+                try:
+                    closable.close()
+                except Exception:  # the file is being thrown away; its writer's state does not matter
+                    pass
             segment.tmp_path.unlink(missing_ok=True)
         if segment.tail is not None:
             segment.tail.discard()  # also frees its space, so the manifest can still be saved
@@ -305,7 +317,7 @@ class SegmentWriter:
                 if segment.tail is not None:
                     for batch in snap.to_batches():
                         segment.tail.write(batch)
-                segment.flushed_bytes = os.stat(segment.tmp_path).st_size
+                segment.flushed_bytes = segment.sink.tell()
 
     def _append_events(self, batch: pa.RecordBatch) -> None:
         segment = self._segment
@@ -337,7 +349,7 @@ class SegmentWriter:
             return
         table = pa.Table.from_batches(segment.pending).replace_schema_metadata(segment.schema.metadata)
         segment.parquet.write_table(table, row_group_size=self._row_group_rows)
-        size = os.stat(segment.tmp_path).st_size
+        size = segment.sink.tell()  # bytes written, buffered ones included
         if segment.pending_nbytes:
             self._compression_ratio = max(0.01, (size - segment.flushed_bytes) / segment.pending_nbytes)
         segment.flushed_bytes = size
@@ -373,6 +385,7 @@ class SegmentWriter:
             }
         )
         segment.parquet.close()
+        segment.sink.close()  # flushes the buffer; the writer does not close a sink it was handed
         fsync_file(segment.tmp_path)
         publish(segment.tmp_path, segment.final_path)
         segment.published = True
