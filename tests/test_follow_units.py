@@ -23,16 +23,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analyzer.follow.candidates import EXACT_FIELDS, exact_fields_sql, open_arg_names
+from analyzer.follow.candidates import EXACT_FIELDS, CandidateTest, exact_fields_sql, open_arg_names
 from analyzer.follow.checkpoint import Checkpoint
 from analyzer.follow.compact import droppable_pairs
 from analyzer.follow.scan import BatchScan, literal_arg_keys
 from analyzer.follow.follower import Follower
 from analyzer.follow.sinks import JsonlSink, StdoutSink, WebhookSink
+from analyzer.follow.state import open_connection
 from analyzer.follow.source import CaptureSource
 from analyzer.hunt.engine import MATCH_ALL, bind_check, build_scan, run_hunt
 from analyzer.hunt.plan import field_sql, plan_hunt
@@ -128,8 +130,8 @@ def test_neutral_open_close_pairs_left_out_of_builds_give_the_offline_alerts(tmp
 
 
 def test_fields_of_exact_raw_rows_equal_the_events_view(tmp_path):
-    """The candidate test reads event fields off raw successful opens of absolute paths: they must be
-    exactly what the state-resolved events view says."""
+    """The candidate test reads event fields off raw opens of absolute paths (successful or failed): they
+    must be exactly what the state-resolved events view says."""
     capture = tmp_path / "demo"
     shutil.copytree(DEMO, capture)
     segment = next(capture.glob("seg-*.parquet"))
@@ -141,14 +143,15 @@ def test_fields_of_exact_raw_rows_equal_the_events_view(tmp_path):
             [f'r."{name}" IS DISTINCT FROM e."{name}"' for name in sorted(EXACT_FIELDS - {"_evt_args"})]
             + [f"""r."_evt_args"['{key}'] IS DISTINCT FROM e."_evt_args"['{key}']""" for key in keys]
         )
-        exact, wrong = cs.con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE {differ}) FROM ({exact_fields_sql(raw, keys)}) r "
+        exact, failed, wrong = cs.con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE r.res < 0), count(*) FILTER (WHERE {differ}) "
+            f"FROM ({exact_fields_sql(raw, keys)}) r "
             "JOIN events e USING (evt_num) WHERE r._exact"
         ).fetchall()[0]
         total_opens = cs.con.execute(
             "SELECT count(*) FROM events WHERE \"evt.type\" IN ('open', 'openat', 'openat2', 'creat') AND res >= 0"
         ).fetchall()[0][0]
-    assert exact > 100 and exact >= total_opens // 2
+    assert exact > 100 and exact >= total_opens // 2 and failed > 5
     assert wrong == 0
 
 
@@ -232,6 +235,38 @@ def test_property_evt_args_narrowed_to_any_keys_gives_the_full_maps_values(demo_
     names = sorted({name for params in PARAMS.values() for name, _ in params})
     keys = data.draw(st.sets(st.sampled_from(names), min_size=1, max_size=6))
     assert narrowed_arg_differences(con, source, keys) == 0
+
+
+def test_rules_a_chunk_may_fire_hold_every_rule_it_fires_offline_and_no_more_than_its_types_allow(tmp_path, rules):
+    """The follower scans a batch with only the rules its candidates may fire: every alert of an offline
+    hunt must come from one of them; exact opens leave out the rules whose prefilter they fail."""
+    capture = tmp_path / "demo"
+    shutil.copytree(DEMO, capture)
+    runnable = plan_hunt(rules).runnable
+    position = {rule.name: index for index, rule in enumerate(runnable)}
+    with open_captures([str(capture)]) as cs:
+        install_runtime(cs.con)
+        checked = bind_check(cs.con, runnable, field_sql)
+        scan = build_scan(checked.rules, match=MATCH_ALL, field_sql=checked.sql_for)
+        fired_offline = [(a.evt_num, a.rule) for a in run_hunt(cs.con, scan, utc_offset=utc_offset_now()).alerts()]
+    test = CandidateTest(runnable)
+    table = pq.read_table(next(capture.glob("seg-*.parquet")))
+    con = open_connection(tmp_path)
+    narrower = 0
+    for start in range(0, table.num_rows, 150):
+        chunk = table.slice(start, 150)
+        found = test.test(con, chunk)
+        nums = set(pc.filter(chunk["evt_num"], pc.equal(chunk["kind"].cast(pa.string()), "evt")).to_pylist())
+        for evt_num, rule in fired_offline:
+            if evt_num in nums:
+                assert position[rule] in found.rules, (evt_num, rule)
+        events = pc.equal(chunk["kind"].cast(pa.string()), "evt")
+        types = set(pc.unique(pc.filter(chunk["syscall"].cast(pa.string()), events)).to_pylist())
+        by_type = {i for i, rule in enumerate(runnable) if not rule.evttypes or rule.evttypes & types}
+        assert found.rules <= by_type
+        narrower += found.rules < by_type
+    con.close()
+    assert fired_offline and narrower > 0
 
 
 def test_only_neutral_open_close_pairs_are_droppable():

@@ -6,11 +6,13 @@ asks, on the raw rows, which events could pass the rules' evt.type sets and
 event-level prefilters (the hunt engine's `scan_prefilter`):
 
 * an event whose evt.type no rule lists cannot;
-* a successful open of an absolute path carries everything its event-level
-  fields hold: `fd.name` is the normalized path (the state builder names a
-  new file fd so, whatever the cwd or dirfd), the fd is the one it returns,
-  of type `directory` with O_DIRECTORY else `file`. On such rows the
-  prefilters run over those fields as the `events` view computes them;
+* an open of an absolute path carries everything its event-level fields
+  hold: `fd.name` is the normalized path (the state builder names a new
+  file fd so, whatever the cwd or dirfd; a failed open's is the path
+  resolved the same way), the fd is the one it returns, of type `directory`
+  with O_DIRECTORY else `file` (none when it failed: the result is an
+  errno). On such rows the prefilters run over those fields as the `events`
+  view computes them;
 * any other event of a listed type is a candidate (its fields need state).
 
 Prefilters reading a field outside `EXACT_FIELDS` are not used here (their
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import duckdb
 import numpy as np
@@ -32,7 +34,8 @@ import pyarrow.compute as pc
 from analyzer.fields.catalog import sql_string
 from analyzer.follow.scan import arg_keys, candidate_types, identifiers, literal_arg_keys
 from analyzer.follow.source import string_member
-from analyzer.hunt.engine import HuntRule, scan_prefilter
+from analyzer.hunt.engine import HuntRule
+from analyzer.render.flags import errno_sql
 from analyzer.render.params import PARAMS, ArgContext
 from analyzer.state.sql import OPEN_SYSCALLS, sql_list
 from capture.schema import COLUMN_NAMES, KIND_EVENT
@@ -46,8 +49,9 @@ _O_DIRECTORY = 0o200000
 _O_CREAT = 0o100
 _CREAT_FLAGS = 0o1 | 0o100 | 0o1000  # creat() is open(O_WRONLY|O_CREAT|O_TRUNC)
 
-# A successful open of an absolute path: every field below is exact on it.
-EXACT_ROW = f"x.kind = 'evt' AND x.syscall IN {sql_list(OPEN_SYSCALLS)} AND x.res >= 0 AND starts_with(x.path, '/')"
+# An open of an absolute path, successful or not: every field below is exact on it.
+EXACT_ROW = f"x.kind = 'evt' AND x.syscall IN {sql_list(OPEN_SYSCALLS)} AND x.res IS NOT NULL AND starts_with(x.path, '/')"
+_OPENED = "x.res >= 0"  # else the result is an errno and no fd was opened
 
 
 def _open_args(keys: Sequence[str]) -> str:
@@ -62,7 +66,7 @@ def _open_args(keys: Sequence[str]) -> str:
         group_name=lambda gid: "NULL::VARCHAR",
         tuple_="NULL::VARCHAR",
         exe_args="NULL::VARCHAR",
-        errno="NULL::VARCHAR",  # res >= 0
+        errno=errno_sql("x.res"),
         resolved_path=lambda column: "x._name",  # the only path of an open, absolute here
     )
     members = []
@@ -91,17 +95,17 @@ def _fields(arg_keys: Sequence[str] = ()) -> dict[str, str]:
     return {
         "evt.type": "x.syscall",
         "evt.rawres": "x.res",
-        "evt.res": "'SUCCESS'",
+        "evt.res": f"CASE WHEN {_OPENED} THEN 'SUCCESS' ELSE coalesce({errno_sql('x.res')}, x.res::VARCHAR) END",
         "evt.is_open_read": f"coalesce(({flags} & 3) IN (0, 2), false)",
         "evt.is_open_write": f"coalesce(({flags} & 3) IN (1, 2), false)",
         "evt.is_open_exec": f"coalesce(({flags} & {_O_CREAT}) <> 0 AND (x.mode & 73) <> 0, false)",
         "fd.num": "x.res",
-        "fd.type": "x._type",
-        "fd.typechar": "trace_typechar(x._type)",
+        "fd.type": f"CASE WHEN {_OPENED} THEN x._type END",
+        "fd.typechar": f"CASE WHEN {_OPENED} THEN trace_typechar(x._type) END",
         "fd.name": "x._name",
         "fd.nameraw": "x.path",
-        "fd.directory": "CASE WHEN x._type = 'file' THEN trace_dirname(x._name) ELSE x._name END",
-        "fd.filename": "CASE WHEN x._type = 'file' THEN trace_basename(x._name) END",
+        "fd.directory": f"CASE WHEN {_OPENED} AND x._type = 'file' THEN trace_dirname(x._name) WHEN {_OPENED} THEN x._name END",
+        "fd.filename": f"CASE WHEN {_OPENED} AND x._type = 'file' THEN trace_basename(x._name) END",
         "_evt_args": _open_args(arg_keys),
     }
 
@@ -122,32 +126,52 @@ def exact_fields_sql(relation: str, arg_keys: Sequence[str]) -> str:
     return f"SELECT x.*, {EXACT_ROW} AS _exact, {fields} FROM ({inner}) x"
 
 
-class CandidateTest:
-    """`mask(con, rows)`: per raw row, whether it may fire a rule (False for snapshot rows).
+@dataclass(frozen=True)
+class Candidates:
+    """Of a chunk of raw rows: which may fire a rule, and which rules (positions in the rules tested)."""
 
-    Exact rows are answered per distinct signature (their raw columns that the
-    fields read), remembered across batches: a busy host opens the same few
-    files over and over, and binding the test costs ~0.1 s of DuckDB time.
+    mask: pa.ChunkedArray  # per row; False for snapshot rows
+    rules: frozenset[int]
+
+
+class CandidateTest:
+    """`test(con, rows)`: per raw row, whether it may fire a rule, and the rules some row may fire.
+
+    A row may fire the rules whose evt.type set holds its type; an exact row
+    only those whose prefilter it also passes. Exact rows are answered per
+    distinct signature (their raw columns that the fields read), remembered
+    across batches: a busy host opens the same few files over and over, and
+    binding the test costs ~0.1 s of DuckDB time.
     """
 
     def __init__(self, rules: Sequence[HuntRule]):
+        self._rules = tuple(rules)
         usable = [rule if _exact_only(rule.prefilter_sql) else replace(rule, prefilter_sql=None) for rule in rules]
         self._types = candidate_types(rules)
-        prefilter = scan_prefilter(usable)
-        passes = "true" if prefilter is None else f"coalesce({prefilter}, false)"
+        # one test per distinct (evt.type set, prefilter), and the rules it stands for
+        tests: dict[str, set[int]] = {}
+        for position, rule in enumerate(usable):
+            test = rule.prefilter_sql or "true"
+            if rule.evttypes:
+                test = '"evt.type" IN (' + ", ".join(sql_string(t) for t in sorted(rule.evttypes)) + f") AND ({test})"
+            tests.setdefault(f"coalesce({test}, false)", set()).add(position)
+        self._test_rules = [frozenset(positions) for positions in tests.values()]
         keys = sorted({key for rule in usable for key in arg_keys(rule.prefilter_sql or "")})
         self._sql = (
-            f"SELECT _signature, bool_or({passes}) AS candidate "
+            "SELECT _signature, [" + ", ".join(f"bool_or({test})" for test in tests) + "] AS passes "
             f"FROM ({exact_fields_sql(RAW_BATCH, keys)}) events GROUP BY _signature"
         )
-        self._known: dict[str, bool] = {}
+        self._known: dict[str, frozenset[int]] = {}  # signature -> the rules an exact row of it may fire
+        self._of_type: dict[str, frozenset[int]] = {}  # evt.type -> the rules listing it
 
-    def mask(self, con: duckdb.DuckDBPyConnection, rows: pa.Table) -> pa.ChunkedArray:
+    def test(self, con: duckdb.DuckDBPyConnection, rows: pa.Table) -> Candidates:
         candidate = string_member(rows["kind"], (KIND_EVENT,))
         if self._types is not None:
             candidate &= string_member(rows["syscall"], self._types)
+        fired: set[int] = set()
         opens = np.flatnonzero(candidate & string_member(rows["syscall"], OPEN_SYSCALLS)
-                               & pc.fill_null(pc.greater_equal(rows["res"], 0), False).to_numpy(zero_copy_only=False))
+                               & pc.is_valid(rows["res"]).to_numpy(zero_copy_only=False))
+        exact = opens[:0]
         if len(opens):
             sub = rows.select(["kind", *SIGNATURE_COLUMNS]).take(pa.array(opens))
             absolute = pc.fill_null(pc.starts_with(sub["path"], "/"), False).to_numpy(zero_copy_only=False)
@@ -161,16 +185,31 @@ class CandidateTest:
                 if unknown:
                     self._learn(con, sub.append_column("_signature", signature).filter(
                         pc.is_in(signature, pa.array(unknown, pa.string()))))
-                passing = pa.array([s for s in distinct if self._known[s]], pa.string())
-                candidate[exact] = pc.is_in(signature, passing).to_numpy(zero_copy_only=False)
-        return pa.chunked_array([pa.array(candidate)])
+                passing = [s for s in distinct if self._known[s]]
+                fired.update(*(self._known[s] for s in passing))
+                candidate[exact] = pc.is_in(signature, pa.array(passing, pa.string())).to_numpy(zero_copy_only=False)
+        # every other candidate may fire every rule of its type
+        others = candidate.copy()
+        others[exact] = False
+        if others.any():
+            types = pc.unique(rows["syscall"].cast(pa.string()).filter(pa.array(others))).to_pylist()
+            fired.update(*(self._rules_of_type(t) for t in types))
+        return Candidates(pa.chunked_array([pa.array(candidate)]), frozenset(fired))
+
+    def _rules_of_type(self, evt_type: str) -> frozenset[int]:
+        rules = self._of_type.get(evt_type)
+        if rules is None:
+            rules = self._of_type[evt_type] = frozenset(
+                position for position, rule in enumerate(self._rules) if not rule.evttypes or evt_type in rule.evttypes)
+        return rules
 
     def _learn(self, con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
         if len(self._known) > _MAX_KNOWN:
             self._known.clear()
         con.register(RAW_BATCH, rows)
         try:
-            self._known.update(con.sql(self._sql).fetchall())
+            for signature, passes in con.sql(self._sql).fetchall():
+                self._known[signature] = frozenset().union(*(rules for rules, ok in zip(self._test_rules, passes) if ok))
         finally:
             con.unregister(RAW_BATCH)
 

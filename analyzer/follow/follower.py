@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.follow.checkpoint import Checkpoint
-from analyzer.follow.candidates import CandidateTest
+from analyzer.follow.candidates import Candidates, CandidateTest
 from analyzer.follow.compact import droppable_pairs
 from analyzer.follow.scan import BatchScan
 from analyzer.follow.sinks import JsonlSink
@@ -95,20 +95,23 @@ class _Phase:
 
 @dataclass(frozen=True)
 class _Batch:
-    """Rows of one segment on their way to a build, with their candidate mask and event range."""
+    """Rows of one segment on their way to a build, with their candidate mask, the rules they may
+    fire and their event range."""
 
     segment: SegmentInfo
     rows: pa.Table
     candidate: pa.ChunkedArray
+    fired: frozenset[int]  # positions of the rules some row may fire (analyzer.follow.candidates)
     first: int | None  # evt_num range of the events handed on (compaction may drop some)
     last: int | None
 
     @classmethod
-    def of(cls, chunk: Chunk, candidate: pa.ChunkedArray) -> _Batch:
+    def of(cls, chunk: Chunk, candidates: Candidates) -> _Batch:
         nums = chunk.event_nums
         if len(nums) == 0:
-            return cls(chunk.segment, chunk.rows, candidate, None, None)
-        return cls(chunk.segment, chunk.rows, candidate, pc.min(nums).as_py(), pc.max(nums).as_py())
+            return cls(chunk.segment, chunk.rows, candidates.mask, candidates.rules, None, None)
+        return cls(chunk.segment, chunk.rows, candidates.mask, candidates.rules, pc.min(nums).as_py(),
+                   pc.max(nums).as_py())
 
     @property
     def has_candidates(self) -> bool:
@@ -123,6 +126,7 @@ class _Batch:
             self.segment,
             pa.concat_tables([self.rows, later.rows]),
             pa.chunked_array(self.candidate.chunks + later.candidate.chunks, pa.bool_()),
+            self.fired | later.fired,
             self.first if self.first is not None else later.first,
             later.last if later.last is not None else self.last,
         )
@@ -201,7 +205,7 @@ class Follower:
         if self._con is None:
             self._con = open_connection(workdir)
         with _Phase(self.result, "candidates"):
-            batch = _Batch.of(chunk, self._candidates.mask(self._con, chunk.rows))
+            batch = _Batch.of(chunk, self._candidates.test(self._con, chunk.rows))
         pending, self._pending = self._pending, None
         if pending is not None:
             if pending.segment == batch.segment:
@@ -256,7 +260,7 @@ class Follower:
                 self._warn(warning)
             if scan:
                 with _Phase(self.result, "scan"):
-                    self._hunt(state)
+                    self._hunt(state, batch.fired)
                 self.result.scanned += 1
             with _Phase(self.result, "carry"):
                 self._carry = state.carry()
@@ -264,12 +268,11 @@ class Follower:
             state.close()
         self.result.chunks += 1
 
-    def _hunt(self, state: BatchState) -> None:
+    def _hunt(self, state: BatchState, fired: frozenset[int]) -> None:
         if self._scan is None:
             self._scan = BatchScan(state.con, self._rules, match=self._match, events_sql=state.events_sql())
             self.result.rejected, self.result.field_gaps = self._scan.checked.rejected, self._scan.checked.field_gaps
-        events = state.events_sql(self._scan.columns, self._scan.arg_keys)
-        for alert in self._scan.alerts(state.con, events, state.rows, utc_offset=self._utc_offset):
+        for alert in self._scan.alerts(state.con, state.events_sql, state.rows, utc_offset=self._utc_offset, fired=fired):
             if alert.evt_num > self._resume_after:
                 self._deliver(alert)
 
