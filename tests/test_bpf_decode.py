@@ -24,8 +24,8 @@ from capture import syscalls as sc
 from capture.btf import OFFSETS, VMLINUX_BTF, Btf
 from capture.decode import (
     EXEC_INFO, RECORD_DTYPE, TF_ADDR, TF_ADDR_UNIX, TF_ARGV_TRUNC, TF_NO_RES, TF_PATH, TF_SOCK, TF_ENV_TRUNC,
-    TI_ARGV, TI_CWD_PART, TI_ENV, TI_EXEC_INFO, TI_EXEPATH, TI_PATH, TI_PATH2, VALID_BITS, Decoder, _slot_strings,
-    _text, parse_bulky,
+    TI_ARGV, TI_CWD_PART, TI_ENV, TI_EXEC_INFO, TI_EXEPATH, TI_PATH, TI_PATH2, VALID_BITS, Decoder, _comm_strings,
+    _slot_strings, _text, parse_bulky,
 )
 from capture.errors import RecorderError
 from capture.schema import COLUMN_NAMES, SCHEMA
@@ -284,6 +284,18 @@ def test_slot_strings_cut_each_slot_at_its_length(values, data):
     region = slots.reshape(-1)
     got = _slot_strings(views, region, np.arange(len(values)) * 64, 64, valid_rows).to_pylist()
     assert got == [_text(v) if ok else None for v, ok in zip(values, valid_rows)]
+
+
+_COMMS = st.binary(max_size=16).map(lambda b: b.ljust(16, b"\0"))  # what the kernel writes: up to 16 bytes, NUL-padded
+
+
+@settings(max_examples=80)
+@given(st.lists(st.tuples(_COMMS, st.integers(1, 5)), max_size=20))
+def test_comm_strings_decode_every_row_across_runs(runs):
+    rows = [comm for comm, length in runs for _ in range(length)]  # runs of equal names, as consecutive events have
+    words = np.frombuffer(b"".join(rows), np.uint64).reshape(-1, 2) if rows else np.zeros((0, 2), np.uint64)
+    got = _comm_strings(words[:, 0].copy(), words[:, 1].copy()).to_pylist()
+    assert got == [_text(comm.split(b"\0", 1)[0]) for comm in rows]
 
 
 @given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=12),
