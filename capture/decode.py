@@ -166,6 +166,20 @@ def _slot_strings(views: np.ndarray, region: np.ndarray, slot_starts: np.ndarray
     return arr
 
 
+def _spread_strings(values: pa.Array, rows: np.ndarray, n: int, mask: np.ndarray) -> pa.Array:
+    """A string column of n rows: `values` (no nulls) at `rows`, null elsewhere; the bytes are not copied."""
+    if len(rows) == n:
+        return values
+    offsets = np.frombuffer(values.buffers()[1], np.int32, len(values) + 1, offset=4 * values.offset)
+    spread = np.zeros(n + 1, np.int32)
+    spread[0] = offsets[0]
+    spread[rows + 1] = np.diff(offsets)
+    np.cumsum(spread, out=spread)
+    bitmap = pa.py_buffer(np.packbits(mask, bitorder="little"))
+    return pa.Array.from_buffers(pa.string(), n, [bitmap, pa.py_buffer(spread), values.buffers()[2]],
+                                 null_count=n - len(rows))
+
+
 def _transposed(words: np.ndarray) -> np.ndarray:
     """words.T as a contiguous array, copied a block of rows at a time.
 
@@ -303,23 +317,32 @@ class Decoder:
 
     def _slot_columns(self, fixed: np.ndarray, w32: np.ndarray, order: np.ndarray | None,
                       valid: _Validity) -> dict[str, pa.Array]:
-        """path and addr_path from the fixed records' slots (bulky rows: null here, their views are empty)."""
+        """path and addr_path from the fixed records' slots (bulky rows: null here, their views are empty).
+
+        Only the rows holding a value are read (a flood of close() carries a
+        path in a handful of rows of 30 000); they are spread to the batch's
+        rows through the offsets alone, without copying the strings.
+        """
         if not len(fixed):
             return {}
+        n = w32.shape[1]
         length_row = _row32("path_len")
-        views = np.empty((w32.shape[1], 4), np.int32)
-        views.T[:] = w32[length_row:length_row + 4]
         stride = RECORD_DTYPE.itemsize
-        rows = np.arange(len(views)) if order is None else order  # each row's record in the ring (bulky: never read)
+        ring_rows = np.arange(n) if order is None else order  # each row's record in the ring (bulky: never read)
         slots = fixed["path"]
         region = np.lib.stride_tricks.as_strided(slots, shape=((len(fixed) - 1) * stride + PATH_SLOT,), strides=(1,),
                                                  writeable=False)
         cols = {}
-        if valid.some("path"):
-            cols["path"] = _slot_strings(views, region, rows * stride, PATH_SLOT, valid.mask("path"))
-        if valid.some("addr_path"):
-            cols["addr_path"] = self._unix_paths(_slot_strings(views, region, rows * stride, PATH_SLOT,
-                                                               valid.mask("addr_path")))
+        for name in ("path", "addr_path"):
+            if not valid.some(name):
+                continue
+            mask = valid.mask(name)
+            rows = np.flatnonzero(mask)
+            views = np.ascontiguousarray(w32[length_row:length_row + 4, rows].T).view(np.int32)
+            strings = _slot_strings(views, region, ring_rows[rows] * stride, PATH_SLOT, np.ones(len(rows), bool))
+            if name == "addr_path":
+                strings = self._unix_paths(strings)
+            cols[name] = _spread_strings(strings, rows, n, mask)
         return cols
 
     def _nulls(self, name: str, n: int) -> pa.Array:

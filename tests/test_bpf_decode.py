@@ -286,6 +286,18 @@ def test_slot_strings_cut_each_slot_at_its_length(values, data):
     assert got == [_text(v) if ok else None for v, ok in zip(values, valid_rows)]
 
 
+_PATHS = st.text(alphabet=st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=60)
+@given(st.lists(st.one_of(st.none(), _PATHS.filter(lambda p: len(p.encode()) <= 150)), max_size=40))
+def test_path_column_holds_each_rows_path_whatever_the_share_of_rows_with_one(paths):
+    openat, close = sc.BY_NAME["openat"].nr, sc.BY_NAME["close"].nr
+    rows = [dict(ts=i + 1, nr=close, valid=valid("fd"), fd=3) if p is None
+            else dict(ts=i + 1, nr=openat, flags=TF_PATH, path=p, valid=valid("path")) for i, p in enumerate(paths)]
+    assert [r["path"] for r in decode(rows)] == paths
+
+
 _COMMS = st.binary(max_size=16).map(lambda b: b.ljust(16, b"\0"))  # what the kernel writes: up to 16 bytes, NUL-padded
 
 
