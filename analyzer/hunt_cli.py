@@ -102,6 +102,7 @@ def hunt(captures, rules_files, since, until, rule_names, tags, match, output_fo
       2  usage error
     """
     from analyzer.alerts import AlertsMeta, AlertsWriter, RuleMeta
+    from analyzer.hunt.candidates import hunt_source
     from analyzer.hunt.progress import QueryProgress, quiet_duckdb
     from analyzer.output import utc_offset_now
 
@@ -139,7 +140,13 @@ def hunt(captures, rules_files, since, until, rule_names, tags, match, output_fo
         if not runnable:
             _print_summary(plan, {}, rejected, [], 0)
             raise TraceError("none of the selected rules can run on a capture")
-        scan = build_scan(runnable, match=match, field_sql=checked.sql_for)
+        if show_progress:
+            with QueryProgress(con, sys.stderr, "selecting"):
+                source = hunt_source(capture_set, runnable)
+        else:
+            source = hunt_source(capture_set, runnable)
+        # the candidate events alone when few (analyzer.hunt.candidates), else the events view
+        scan = build_scan(runnable, match=match, field_sql=checked.sql_for, relation=source.relation)
         run = run_hunt(con, scan, utc_offset=utc_offset_now())
         if show_progress:
             with QueryProgress(con, sys.stderr, "hunting"):

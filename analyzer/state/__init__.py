@@ -10,6 +10,11 @@ Public API (used by `trace hunt`, `trace query` and `trace report`)::
         cs.warnings    # segments skipped (corrupt, truncated, unknown schema)
         cs.captures    # the Capture objects (directory, segments)
 
+    # a hunt resolves its candidate events only (analyzer/state/candidates.py)
+    cs.count_raw(select)               # how many raw event rows select(raw rows SQL) picks
+    cs.candidate_view("hunt_events")   # the events columns, over no row yet
+    cs.fill_candidates(select)         # select(raw rows SQL) -> the candidate rows SQL
+
 `open_captures(paths, since=None, until=None, *, con=None) -> CaptureSet`
 
 * `paths`: capture directories, manifest.json files, Parquet files or globs;
@@ -38,6 +43,7 @@ import duckdb
 
 from analyzer.errors import TraceError
 from analyzer.state.cache import configure, ensure_state
+from analyzer.state.candidates import CandidateSelect, candidate_events_sql, count_raw, fill_candidates
 from analyzer.state.inputs import Capture, resolve_captures
 from analyzer.state.views import CaptureSource, events_sql, fds_sql, processes_sql
 
@@ -51,6 +57,26 @@ class CaptureSet:
     hosts: list[str]
     warnings: list[str] = field(default_factory=list)
     _tempdir: tempfile.TemporaryDirectory | None = None
+    sources: list[CaptureSource] = field(default_factory=list)
+    since: int | None = None
+    until: int | None = None
+
+    def candidate_view(self, name: str) -> str:
+        """A view `name` with the `events` view's columns over the keyed rows that
+        `fill_candidates` adds (none yet): rules and fields bind against it."""
+        selects = [candidate_events_sql(self.con, src, i, self.since, self.until) for i, src in enumerate(self.sources)]
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS " + " UNION ALL ".join(selects))
+        return name
+
+    def count_raw(self, select: CandidateSelect) -> int:
+        """How many raw event rows `select` picks (no state read)."""
+        return sum(count_raw(self.con, src, self.since, self.until, select) for src in self.sources)
+
+    def fill_candidates(self, select: CandidateSelect | None) -> int:
+        """Resolve the events that `select` picks from the raw rows (every event for None)
+        into `candidate_view`'s view; returns how many."""
+        return sum(fill_candidates(self.con, src, i, self.since, self.until, select)
+                   for i, src in enumerate(self.sources))
 
     def close(self) -> None:
         self.con.close()
@@ -76,6 +102,7 @@ def open_captures(
     con = duckdb.connect()
     configure(con, Path(spill.name))
     usable: list[Capture] = []
+    sources: list[CaptureSource] = []
     parts: dict[str, list[str]] = {"events": [], "processes": [], "fds": []}
     for index, capture in enumerate(captures):
         db_path, build_warnings = ensure_state(capture)
@@ -89,6 +116,7 @@ def open_captures(
         if not source.paths:
             continue
         usable.append(capture)
+        sources.append(source)
         for view, build in (("events", lambda s: events_sql(s, since, until)), ("processes", processes_sql), ("fds", fds_sql)):
             name = f"_{view}_{index}"
             con.execute(f"CREATE TEMP VIEW {name} AS {build(source)}")
@@ -100,7 +128,7 @@ def open_captures(
     for view, selects in parts.items():
         con.execute(f"CREATE TEMP VIEW {view} AS " + " UNION ALL ".join(selects))
     hosts = sorted({h for c in usable for h in c.hosts})
-    return CaptureSet(con, usable, hosts, warnings, spill)
+    return CaptureSet(con, usable, hosts, warnings, spill, sources, since, until)
 
 
 def _quote(text: str) -> str:

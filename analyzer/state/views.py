@@ -48,6 +48,7 @@ def events_sql(
     until: int | None,
     columns: Collection[str] | None = None,
     arg_keys: Collection[str] | None = None,
+    rows: str | None = None,
 ) -> str:
     """The events of one capture with their state: an inner query does the
     joins and computes what several fields share (path resolution, errno, fd
@@ -57,7 +58,10 @@ def events_sql(
     shared values they need (binding the whole ~140-column query costs a
     small follower batch more than running it); None gives every column.
     `arg_keys`: `_evt_args` holds only the parameters of those names (the
-    follower's rules look up a few; `evt.args` cannot be selected then)."""
+    follower's rules look up a few; `evt.args` cannot be selected then).
+    `rows`: a relation of raw rows already keyed (capture columns, `filename`,
+    `timeline_id`, `fd_id`: analyzer.state.candidates) to resolve instead of
+    every segment row stitched to the build's key tables."""
     a = src.alias
     time_filter = ""
     if since is not None:
@@ -66,7 +70,7 @@ def events_sql(
         time_filter += f" AND r.ts < {int(until)}"
     # Each segment's rows are stitched by position to the ids of the timeline
     # and fd_state rows they see (precomputed by the build).
-    segments = " UNION ALL ".join(
+    segments = rows or " UNION ALL ".join(
         f"SELECT * FROM read_parquet({_q(str(p))}, filename = true) POSITIONAL JOIN {a}.{event_keys_table(p.name)}"
         for p in src.paths
     )

@@ -1,0 +1,196 @@
+"""The hunt's candidate path resolves exactly what the `events` view does.
+
+`CaptureSet.fill_candidates` keys only the events a hunt picks (joins driven
+by the candidates against the cached `timeline` and `fd_state`): every
+column of every picked event must equal what one build of the whole capture
+gives, keying every row itself (the builder's key pass), whatever subset is
+picked and however the cache was built (one range, or one range per
+segment); so must the full `events` view, whose key tables the cache now
+derives with the same joins (analyzer.state.cache.ensure_keys). And a hunt with
+Falco's stable rules through the candidate path fires the same alerts, with
+the same output lines, as the same scan over the whole `events` view
+(and so do trace's default rules).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import shutil
+import types
+from pathlib import Path
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from analyzer.hunt.candidates import candidate_select, hunt_source
+from analyzer.hunt.engine import MATCH_ALL, MATCH_FIRST, bind_check, build_scan, run_hunt
+from analyzer.hunt.plan import default_rules_files, field_sql, plan_hunt
+from analyzer.sql.compiler import install_runtime
+from analyzer.state import open_captures
+from analyzer.state.build import materialize
+from analyzer.state.cache import CACHE_DIR_NAME, configure, ensure_state
+from analyzer.state.candidates import CandidateSelect
+from analyzer.state.inputs import resolve_captures
+from analyzer.state.views import CaptureSource, events_sql
+from tests.test_state_ranges import _ACTIONS, _Workload
+from tests.test_state_resolution import World
+
+REPO = Path(__file__).resolve().parents[1]
+FALCO_RULES = REPO.parent / "shared" / "falco" / "rules" / "falco_rules.yaml"
+# every event, and two sparse subsets (the joins then see only some pids and fds)
+PICKS = {
+    "all": None,
+    "every third": lambda raw: f"SELECT * FROM ({raw}) WHERE evt_num % 3 = 0",
+    "fd calls": lambda raw: f"SELECT * FROM ({raw}) WHERE fd IS NOT NULL OR syscall IN ('openat', 'dup2', 'connect')",
+}
+
+
+def _build(directory: Path, range_events: int) -> None:
+    shutil.rmtree(directory / CACHE_DIR_NAME, ignore_errors=True)
+    ensure_state(resolve_captures([str(directory)], [])[0], range_events=range_events)
+
+
+def _reference(directory: Path, tmp: Path, pick: CandidateSelect | None) -> tuple[list[str], list[tuple]]:
+    """The picked events of one build of the whole capture that keys every row itself (the
+    builder's own key pass, as the follower builds its batches), through the `events` query."""
+    capture = resolve_captures([str(directory)], [])[0]
+    con = duckdb.connect()
+    try:
+        configure(con, tmp)
+        good = set(materialize(con, capture, []))
+        segments = [s for s in capture.segments if s.name in good]
+        src = CaptureSource("main", tuple(s.path for s in segments), tuple(s.host for s in segments),
+                            capture.id_prefix)
+        events = events_sql(src, None, None)
+        cursor = con.execute(f"SELECT * FROM ({events if pick is None else pick(events)}) ORDER BY evt_num")
+        return [d[0] for d in cursor.description], cursor.fetchall()
+    finally:
+        con.close()
+
+
+def _assert_candidates_resolve_like_events(directory: Path) -> None:
+    tmp = directory.parent / "spill"
+    tmp.mkdir(exist_ok=True)
+    references = {name: _reference(directory, tmp, pick) for name, pick in PICKS.items()}
+    for range_events in (10**9, 1):
+        _build(directory, range_events)
+        for pick_name, pick in PICKS.items():
+            with open_captures([str(directory)]) as cs:
+                view = cs.candidate_view("hunt_events")
+                picked = cs.fill_candidates(pick)
+                cursor = cs.con.execute(f"SELECT * FROM {view} ORDER BY evt_num")
+                names = [d[0] for d in cursor.description]
+                got = cursor.fetchall()
+            want_names, want = references[pick_name]
+            assert names == want_names
+            assert picked == len(got) == len(want), (range_events, pick_name)
+            # a range build numbers process incarnations its own way (tests/test_state_ranges.py)
+            compared = [n for n in names if range_events == 10**9 or n != "_proc_key"]
+            for row, expected in zip(got, want):
+                diff = {n: (a, b) for n, a, b in zip(names, row, expected) if n in compared and a != b}
+                if diff:
+                    raise AssertionError(f"ranges of {range_events}, {pick_name}: event {row[names.index('evt_num')]}: "
+                                         f"(candidates, one build) {diff}")
+    # and the full `events` view, whose per-row keys come from the same joins
+    with open_captures([str(directory)]) as cs:
+        names, want = references["all"]
+        cursor = cs.con.execute("SELECT * FROM events ORDER BY evt_num")
+        assert [d[0] for d in cursor.description] == names
+        got = cursor.fetchall()
+    assert len(got) == len(want)
+    for row, expected in zip(got, want):
+        diff = {n: (a, b) for n, a, b in zip(names, row, expected) if n != "_proc_key" and a != b}
+        assert not diff, f"events view, event {row[names.index('evt_num')]}: (view, one build) {diff}"
+
+
+def _alerts(directory: Path, rules: list[str], candidates: bool, match: str) -> list[tuple[str, int, str]]:
+    plan = plan_hunt(rules)
+    with open_captures([str(directory)]) as cs:
+        con = cs.con
+        install_runtime(con)
+        relation = cs.candidate_view("hunt_events") if candidates else "events"
+        checked = bind_check(con, plan.runnable, field_sql, relation=relation)
+        scan = build_scan(checked.rules, match=match, field_sql=checked.sql_for, relation=relation)
+        if candidates:
+            cs.fill_candidates(candidate_select(checked.rules))
+        return sorted((a.rule, a.evt_num, a.output) for a in run_hunt(con, scan, utc_offset=0).alerts())
+
+
+def _assert_same_alerts(directory: Path) -> int:
+    _build(directory, 10**9)
+    total = 0
+    for rules in ([str(FALCO_RULES)], [str(p) for p in default_rules_files()]):
+        for match in (MATCH_FIRST, MATCH_ALL):
+            whole = _alerts(directory, rules, False, match)
+            assert _alerts(directory, rules, True, match) == whole
+            total += len(whole)
+    return total
+
+
+def _bench_capture(directory: Path, monkeypatch) -> Path:
+    # bench/state_bench's busy host: processes in trees, forks that exit,
+    # execs, fd-heavy calls, rotated segments with their snapshots
+    loader = importlib.machinery.SourceFileLoader("state_bench", str(REPO / "bench" / "state_bench"))
+    bench = types.ModuleType(loader.name)
+    bench.__file__ = loader.path
+    loader.exec_module(bench)
+    monkeypatch.setattr(bench, "SEGMENT_EVENTS", 1500)
+    bench.generate(directory, 7500)
+    return directory
+
+
+def test_the_incident_capture_resolves_the_same_through_candidates(tmp_path):
+    world = World(tmp_path / "cap")
+    _assert_candidates_resolve_like_events(world.b.directory)
+
+
+def test_falco_rules_fire_the_same_through_candidates_on_the_incident_capture(tmp_path):
+    world = World(tmp_path / "cap")
+    assert _assert_same_alerts(world.b.directory) > 0
+
+
+@settings(max_examples=5, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(_ACTIONS), st.integers(0, 1000)), min_size=10, max_size=80))
+def test_property_any_workload_resolves_the_same_through_candidates(tmp_path_factory, actions):
+    directory = tmp_path_factory.mktemp("workload") / "cap"
+    work = _Workload(directory)
+    for action, n in actions:
+        if action == "rotate":
+            work.rotate()
+        else:
+            work.act(action, n)
+    work.b.finish_segment()
+    try:
+        _assert_candidates_resolve_like_events(directory)
+    finally:
+        shutil.rmtree(directory.parent)
+
+
+@pytest.mark.slow
+def test_the_benchmark_capture_resolves_and_fires_the_same_through_candidates(tmp_path, monkeypatch):
+    directory = _bench_capture(tmp_path / "cap", monkeypatch)
+    _assert_candidates_resolve_like_events(directory)
+    assert _assert_same_alerts(directory) > 0
+
+
+def test_the_hunt_resolves_candidates_alone_only_when_the_raw_rows_rule_out_most(tmp_path, monkeypatch):
+    rule = [r for r in plan_hunt([str(FALCO_RULES)]).runnable if r.name == "Read sensitive file untrusted"]
+    relative = _bench_capture(tmp_path / "bench", monkeypatch)  # its opens are relative: they need the cwd
+    work = _Workload(tmp_path / "absolute")
+    for n in range(1, 160, 4):  # opens of /etc/passwd (read only, n % 5 != 0 aside): no rule wants them
+        work.act("open", n)
+        work.act("close", n)
+    work.b.finish_segment()
+    absolute = work.b.directory
+    for directory, resolved_alone in ((relative, False), (absolute, True)):
+        _build(directory, 10**9)
+        with open_captures([str(directory)]) as cs:
+            install_runtime(cs.con)
+            source = hunt_source(cs, rule)
+            assert source.typed > 0
+            assert (source.relation == "hunt_events") == resolved_alone, (directory, source)
+            if resolved_alone:
+                assert source.candidates <= source.typed / 3
+                assert cs.con.execute("SELECT count(*) FROM hunt_events").fetchall()[0][0] == source.candidates
