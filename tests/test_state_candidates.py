@@ -5,8 +5,7 @@ by the candidates against the cached `timeline` and `fd_state`): every
 column of every picked event must equal what one build of the whole capture
 gives, keying every row itself (the builder's key pass), whatever subset is
 picked and however the cache was built (one range, or one range per
-segment); so must the full `events` view, whose key tables the cache now
-derives with the same joins (analyzer.state.cache.ensure_keys). And a hunt with
+segment), as the full `events` view's must. And a hunt with
 Falco's stable rules through the candidate path fires the same alerts, with
 the same output lines, as the same scan over the whole `events` view
 (and so do trace's default rules).
@@ -93,7 +92,7 @@ def _assert_candidates_resolve_like_events(directory: Path) -> None:
                 if diff:
                     raise AssertionError(f"ranges of {range_events}, {pick_name}: event {row[names.index('evt_num')]}: "
                                          f"(candidates, one build) {diff}")
-    # and the full `events` view, whose per-row keys come from the same joins
+    # and the full `events` view of the range build
     with open_captures([str(directory)]) as cs:
         names, want = references["all"]
         cursor = cs.con.execute("SELECT * FROM events ORDER BY evt_num")
