@@ -13,7 +13,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analyzer.hunt.candidates import _conjuncts, exact_prefilter
+from analyzer.follow.candidates import _conjuncts, exact_prefilter
 
 _TEXT = st.text(alphabet=st.sampled_from(list("ab ()'\"AND,")), max_size=12)
 

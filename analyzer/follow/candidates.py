@@ -15,15 +15,19 @@ event-level prefilters (the hunt engine's `scan_prefilter`):
   view computes them;
 * any other event of a listed type is a candidate (its fields need state).
 
-Prefilters reading a field outside `EXACT_FIELDS` are not used here (their
-rule counts as evt.type-only). tests/test_follow_units.py checks, row by
-row on recorded captures, that these fields equal the `events` view's.
+Of a prefilter that also reads fields outside `EXACT_FIELDS`, only the
+terms of its top-level AND that read none are used (`exact_prefilter`: each
+is implied by the whole, so no event the prefilter passes is left out; with
+no such term the rule counts as evt.type-only). The hunt runs the same test
+over whole captures (analyzer/hunt/candidates.py). tests/test_follow_units.py
+checks, row by row on recorded captures, that these fields equal the
+`events` view's.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import duckdb
@@ -146,7 +150,7 @@ class CandidateTest:
 
     def __init__(self, rules: Sequence[HuntRule]):
         self._rules = tuple(rules)
-        usable = [rule if _exact_only(rule.prefilter_sql) else replace(rule, prefilter_sql=None) for rule in rules]
+        usable = [replace(rule, prefilter_sql=exact_prefilter(rule.prefilter_sql)) for rule in rules]
         self._types = candidate_types(rules)
         # one test per distinct (evt.type set, prefilter), and the rules it stands for
         tests: dict[str, set[int]] = {}
@@ -225,3 +229,41 @@ def _exact_only(prefilter: str | None) -> bool:
         for name in names
         if "." in name or name.startswith("_") or name in COLUMN_NAMES
     )
+
+
+def _unquoted(sql: str) -> Iterator[tuple[int, int]]:
+    """(index, parenthesis depth after it) of each character of `sql` outside its quoted strings."""
+    depth, i = 0, 0
+    while i < len(sql):
+        char = sql[i]
+        if char in "'\"":
+            i = sql.index(char, i + 1)
+            while sql.startswith(char, i + 1):  # a doubled quote is part of the text
+                i = sql.index(char, i + 2)
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        yield i, depth
+        i += 1
+
+
+def _conjuncts(sql: str) -> list[str]:
+    """The terms of `sql`'s top-level AND (outer parentheses dropped), quotes respected."""
+    while sql.startswith("(") and next((i for i, depth in _unquoted(sql) if depth == 0), -1) == len(sql) - 1:
+        sql = sql[1:-1].strip()
+    terms, start = [], 0
+    for i, depth in _unquoted(sql):
+        if depth == 0 and i >= start and sql.startswith(" AND ", i):
+            terms.append(sql[start:i].strip())
+            start = i + 5
+    return [*terms, sql[start:].strip()]
+
+
+def exact_prefilter(prefilter: str | None) -> str | None:
+    """What of `prefilter` the raw row of an exact open decides: the whole, or the terms of its
+    top-level AND that read exact fields only (implied by it, so never a missed candidate)."""
+    if prefilter is None or _exact_only(prefilter):
+        return prefilter
+    exact = [term for term in _conjuncts(prefilter) if _exact_only(term)]
+    return " AND ".join(f"({term})" for term in exact) if exact else None

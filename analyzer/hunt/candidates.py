@@ -17,60 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from analyzer.fields.catalog import sql_string
-from analyzer.follow.candidates import EXACT_ROW, SIGNATURE_COLUMNS, _exact_only, exact_fields_sql
+from analyzer.follow.candidates import EXACT_ROW, SIGNATURE_COLUMNS, exact_fields_sql, exact_prefilter
 from analyzer.follow.scan import arg_keys, candidate_types
 from analyzer.hunt.engine import HuntRule, scan_prefilter
 from analyzer.state import CaptureSet
 from analyzer.state.candidates import CandidateSelect
-
-def _conjuncts(sql: str) -> list[str]:
-    """The terms of `sql`'s top-level AND (outer parentheses dropped), quotes respected."""
-    while sql.startswith("(") and _closing(sql, 0) == len(sql) - 1:
-        sql = sql[1:-1].strip()
-    terms, depth, start, i = [], 0, 0, 0
-    while i < len(sql):
-        char = sql[i]
-        if char in "'\"":
-            i = sql.index(char, i + 1)
-            while sql.startswith(char, i + 1):  # a doubled quote is part of the text
-                i = sql.index(char, i + 2)
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif depth == 0 and sql.startswith(" AND ", i):
-            terms.append(sql[start:i].strip())
-            start = i + 5
-        i += 1
-    return [*terms, sql[start:].strip()]
-
-
-def _closing(sql: str, open_at: int) -> int:
-    """Where the parenthesis opened at `open_at` closes (quotes respected)."""
-    depth, i = 0, open_at
-    while i < len(sql):
-        char = sql[i]
-        if char in "'\"":
-            i = sql.index(char, i + 1)
-            while sql.startswith(char, i + 1):
-                i = sql.index(char, i + 2)
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return -1
-
-
-def exact_prefilter(prefilter: str | None) -> str | None:
-    """What of `prefilter` the raw row of an exact open decides: the whole, or the terms of its
-    top-level AND that read exact fields only (implied by it, so never a missed candidate)."""
-    if prefilter is None or _exact_only(prefilter):
-        return prefilter
-    exact = [term for term in _conjuncts(prefilter) if _exact_only(term)]
-    return " AND ".join(f"({term})" for term in exact) if exact else None
 
 
 def candidate_select(rules: Sequence[HuntRule]) -> CandidateSelect:
