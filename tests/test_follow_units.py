@@ -171,16 +171,20 @@ def demo_events(tmp_path_factory):
         yield cs.con, source, columns
 
 
+def _differences(con, narrow: str, differ: list[str]) -> int:
+    """Rows where `narrow` (an events query) disagrees with full_events by any of `differ` (or lacks a row)."""
+    return con.execute(
+        f"SELECT count(*) FROM full_events f FULL JOIN ({narrow}) n USING (_segment, evt_num) "
+        "WHERE " + " OR ".join(["f.ts IS NULL", "n._segment IS NULL", *differ])
+    ).fetchall()[0][0]
+
+
 def narrowed_differences(con, source, columns) -> int:
     """Rows where the query narrowed to `columns` disagrees with the full one on any of them (or lacks a row)."""
     keys = {"_segment", "evt_num"}
     selected = sorted(set(columns) | keys)
-    narrow = views.events_sql(source, None, None, selected)
-    differ = " OR ".join(f'f."{c}" IS DISTINCT FROM n."{c}"' for c in selected if c not in keys)
-    return con.execute(
-        f"SELECT count(*) FROM full_events f FULL JOIN ({narrow}) n USING (_segment, evt_num) "
-        f"WHERE f.ts IS NULL OR n._segment IS NULL{' OR ' + differ if differ else ''}"
-    ).fetchall()[0][0]
+    return _differences(con, views.events_sql(source, None, None, selected),
+                        [f'f."{c}" IS DISTINCT FROM n."{c}"' for c in selected if c not in keys])
 
 
 def test_events_query_narrowed_to_the_followers_columns_gives_the_full_querys_values(demo_events, rules):
@@ -209,11 +213,8 @@ def test_property_events_query_narrowed_to_any_columns_gives_the_full_querys_val
 def narrowed_arg_differences(con, source, keys) -> int:
     """Rows where `_evt_args` narrowed to `keys` disagrees with the full map on a lookup of any of them."""
     narrow = views.events_sql(source, None, None, ["_segment", "evt_num", "_evt_args"], arg_keys=keys)
-    differ = " OR ".join(f"f._evt_args[{sql_string(k)}] IS DISTINCT FROM n._evt_args[{sql_string(k)}]" for k in keys)
-    return con.execute(
-        f"SELECT count(*) FROM full_events f FULL JOIN ({narrow}) n USING (_segment, evt_num) "
-        f"WHERE f.ts IS NULL OR n._segment IS NULL OR {differ}"
-    ).fetchall()[0][0]
+    return _differences(con, narrow,
+                        [f"f._evt_args[{sql_string(k)}] IS DISTINCT FROM n._evt_args[{sql_string(k)}]" for k in keys])
 
 
 def test_evt_args_narrowed_to_the_keys_the_rules_read_gives_the_full_maps_values(demo_events, rules):

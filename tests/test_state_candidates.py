@@ -21,7 +21,6 @@ from pathlib import Path
 import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from analyzer.hunt.candidates import candidate_select, hunt_source
 from analyzer.hunt.engine import MATCH_ALL, MATCH_FIRST, bind_check, build_scan, run_hunt
@@ -33,7 +32,7 @@ from analyzer.state.cache import CACHE_DIR_NAME, configure, ensure_state
 from analyzer.state.candidates import CandidateSelect
 from analyzer.state.inputs import resolve_captures
 from analyzer.state.views import CaptureSource, events_sql
-from tests.test_state_ranges import _ACTIONS, _Workload
+from tests.test_state_ranges import _Workload, workloads, write_workload
 from tests.test_state_resolution import World
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,16 +150,10 @@ def test_falco_rules_fire_the_same_through_candidates_on_the_incident_capture(tm
 
 
 @settings(max_examples=5, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(_ACTIONS), st.integers(0, 1000)), min_size=10, max_size=80))
+@given(workloads)
 def test_property_any_workload_resolves_the_same_through_candidates(tmp_path_factory, actions):
     directory = tmp_path_factory.mktemp("workload") / "cap"
-    work = _Workload(directory)
-    for action, n in actions:
-        if action == "rotate":
-            work.rotate()
-        else:
-            work.act(action, n)
-    work.b.finish_segment()
+    write_workload(directory, actions)
     try:
         _assert_candidates_resolve_like_events(directory)
     finally:

@@ -201,12 +201,12 @@ class _Workload:
 
 
 _ACTIONS = ("fork", "exec", "exit", "open", "close", "dup2", "chdir", "connect", "read", "rotate")
+# A generated workload: (action, number) pairs, `rotate` closing a segment.
+workloads = st.lists(st.tuples(st.sampled_from(_ACTIONS), st.integers(0, 1000)), min_size=10, max_size=80)
 
 
-@settings(max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(_ACTIONS), st.integers(0, 1000)), min_size=10, max_size=80))
-def test_property_any_workload_resolves_the_same_in_ranges_of_one_segment(tmp_path_factory, actions):
-    directory = tmp_path_factory.mktemp("workload") / "cap"
+def write_workload(directory: Path, actions: list[tuple[str, int]]) -> None:
+    """A capture at `directory` of the workload `actions`."""
     work = _Workload(directory)
     for action, n in actions:
         if action == "rotate":
@@ -214,6 +214,13 @@ def test_property_any_workload_resolves_the_same_in_ranges_of_one_segment(tmp_pa
         else:
             work.act(action, n)
     work.b.finish_segment()
+
+
+@settings(max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(workloads)
+def test_property_any_workload_resolves_the_same_in_ranges_of_one_segment(tmp_path_factory, actions):
+    directory = tmp_path_factory.mktemp("workload") / "cap"
+    write_workload(directory, actions)
     try:
         _assert_same(directory)
     finally:
