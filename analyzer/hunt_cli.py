@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -140,18 +141,16 @@ def hunt(captures, rules_files, since, until, rule_names, tags, match, output_fo
         if not runnable:
             _print_summary(plan, {}, rejected, [], 0)
             raise TraceError("none of the selected rules can run on a capture")
-        if show_progress:
-            with QueryProgress(con, sys.stderr, "selecting"):
-                source = hunt_source(capture_set, runnable)
-        else:
+
+        def progress(label: str) -> contextlib.AbstractContextManager:
+            return QueryProgress(con, sys.stderr, label) if show_progress else contextlib.nullcontext()
+
+        with progress("selecting"):
             source = hunt_source(capture_set, runnable)
         # the candidate events alone when few (analyzer.hunt.candidates), else the events view
         scan = build_scan(runnable, match=match, field_sql=checked.sql_for, relation=source.relation)
         run = run_hunt(con, scan, utc_offset=utc_offset_now())
-        if show_progress:
-            with QueryProgress(con, sys.stderr, "hunting"):
-                run.execute()
-        else:
+        with progress("hunting"):
             run.execute()
 
         meta = AlertsMeta(

@@ -26,7 +26,6 @@ checks, row by row on recorded captures, that these fields equal the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -41,14 +40,13 @@ from analyzer.follow.source import string_member
 from analyzer.hunt.engine import HuntRule
 from analyzer.render.flags import errno_sql
 from analyzer.render.params import PARAMS, ArgContext
-from analyzer.state.sql import OPEN_SYSCALLS, sql_list
+from analyzer.state.sql import OPEN_SYSCALLS, SQL_STRING_LITERAL, sql_list
 from capture.schema import COLUMN_NAMES, KIND_EVENT
 
 RAW_BATCH = "_follow_raw_batch"
 # The raw columns the fields of an exact row are computed from (see _fields and the renderers).
 SIGNATURE_COLUMNS = ("syscall", "path", "flags", "mode", "res", "dirfd")
 _MAX_KNOWN = 100_000
-_STRING = re.compile(r"'(?:[^']|'')*'")
 _O_DIRECTORY = 0o200000
 _O_CREAT = 0o100
 _CREAT_FLAGS = 0o1 | 0o100 | 0o1000  # creat() is open(O_WRONLY|O_CREAT|O_TRUNC)
@@ -223,7 +221,7 @@ def _exact_only(prefilter: str | None) -> bool:
     with _), and `_evt_args` only by a literal key."""
     if prefilter is None or literal_arg_keys(prefilter) is None:
         return False
-    names = identifiers(_STRING.sub("''", prefilter))
+    names = identifiers(SQL_STRING_LITERAL.sub("''", prefilter))
     return all(
         name in EXACT_FIELDS or name in SIGNATURE_COLUMNS
         for name in names

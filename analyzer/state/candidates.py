@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import duckdb
 
-from analyzer.state.sql import lookup_fd_sql
+from analyzer.state.sql import ORD_EVENT, lookup_fd_sql, sql_path_list
 from analyzer.state.views import CaptureSource, events_sql
 
 # A relation of raw rows (capture columns and `filename`) -> the candidate rows among them, same columns.
@@ -41,17 +41,13 @@ _SUBSET_TABLES = ("fd_state", "timeline", "inc", "ancestry", "life_start")
 _NAME_TABLES = ("users", "groups", "containers")
 
 
-def _files(src: CaptureSource) -> str:
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in src.paths) + "]"
-
-
 def _raw_events(src: CaptureSource, since: int | None, until: int | None) -> str:
     where = "kind = 'evt'"
     if since is not None:
         where += f" AND ts >= {int(since)}"
     if until is not None:
         where += f" AND ts < {int(until)}"
-    return f"SELECT * FROM read_parquet({_files(src)}, filename = true) WHERE {where}"
+    return f"SELECT * FROM read_parquet({sql_path_list(src.paths)}, filename = true) WHERE {where}"
 
 
 def count_raw(con: duckdb.DuckDBPyConnection, src: CaptureSource, since: int | None, until: int | None,
@@ -85,7 +81,7 @@ def key_events(con: duckdb.DuckDBPyConnection, state: str, events: str, keys: st
     The joins sort what they carry, so they get narrow rows, and only the fd and timeline
     rows of the events' pids and fds."""
     picked = "_key_events_picked"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {picked} AS SELECT evt_num, pid, evt_num * 4 + 2 AS _o, "
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {picked} AS SELECT evt_num, pid, {ORD_EVENT} AS _o, "
                 f"{lookup_fd_sql('c')} AS _lookup_fd FROM ({events}) c")
     try:
         con.execute(

@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from analyzer.state.build import later_snapshot_sql, materialize
+from analyzer.state.build import Carried, later_snapshot_sql, materialize
 from analyzer.state.carry import (
     CARRY_NAME,
     StateCarry,
@@ -35,7 +35,7 @@ from analyzer.state.carry import (
     write_carry_segment,
 )
 from analyzer.state.inputs import Capture, Segment
-from analyzer.state.sql import event_keys_table
+from analyzer.state.sql import event_keys_table, sql_path_list
 
 RANGE_EVENTS = 2_000_000
 _RANGE_SCHEMA = "state_range"
@@ -144,9 +144,9 @@ def _first_event(con: duckdb.DuckDBPyConnection, segments: tuple[Segment, ...], 
     """The event number the range starts at: the carry sits just before it."""
     if last_evt is not None:
         return last_evt + 1
-    files = ", ".join("'" + str(s.path).replace("'", "''") + "'" for s in segments)
+    files = sql_path_list(s.path for s in segments)
     try:
-        first = con.execute(f"SELECT min(evt_num) FROM read_parquet([{files}])").fetchall()[0][0]
+        first = con.execute(f"SELECT min(evt_num) FROM read_parquet({files})").fetchall()[0][0]
     except duckdb.Error:
         first = None
     return 0 if first is None else int(first)

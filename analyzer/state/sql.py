@@ -6,6 +6,10 @@ materialized cache holds plain tables and any connection can read it.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
 import duckdb
 
 # Event order. Events get evt_num*4+2; a segment's snapshot rows sit at
@@ -53,8 +57,22 @@ def event_keys_table(segment_name: str) -> str:
     return '"evt_keys:' + segment_name.replace('"', '""') + '"'
 
 
+def sql_text(value: str) -> str:
+    """`value` as a SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def sql_list(values: tuple[str, ...]) -> str:
-    return "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
+    return "(" + ", ".join(sql_text(v) for v in values) + ")"
+
+
+def sql_path_list(paths: Iterable[Path]) -> str:
+    """`paths` as a SQL list literal (what read_parquet takes for several files)."""
+    return "[" + ", ".join(sql_text(str(p)) for p in paths) + "]"
+
+
+# A string literal in SQL this project generates: blanked out before its text is searched for names.
+SQL_STRING_LITERAL = re.compile(r"'(?:[^']|'')*'")
 
 
 _MACROS = (

@@ -18,8 +18,17 @@ from pathlib import Path
 
 from analyzer.render import flags as rf
 from analyzer.render.params import ArgContext, EvtArgsSql, evt_args_sql
-from analyzer.state.sql import AT_FDCWD, OPEN_SYSCALLS, event_keys_table, fd_num_sql, sql_list
+from analyzer.state.sql import (
+    AT_FDCWD,
+    OPEN_SYSCALLS,
+    SQL_STRING_LITERAL,
+    event_keys_table,
+    fd_num_sql,
+    sql_list,
+    sql_text,
+)
 from capture.schema import COLUMN_NAMES
+
 _O_CREAT = 0o100
 _CREAT_FLAGS = 0o1 | 0o100 | 0o1000  # creat() is open(O_WRONLY|O_CREAT|O_TRUNC)
 _UINT32_MAX = 4294967295
@@ -32,10 +41,6 @@ class CaptureSource:
     paths: tuple[Path, ...]  # readable segments
     hosts: tuple[str, ...]  # the host of each segment
     key_prefix: int
-
-
-def _q(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _key(prefix: int, expr: str) -> str:
@@ -71,15 +76,15 @@ def events_sql(
     # Each segment's rows are stitched by position to the ids of the timeline
     # and fd_state rows they see (precomputed by the build).
     segments = rows or " UNION ALL ".join(
-        f"SELECT * FROM read_parquet({_q(str(p))}, filename = true) POSITIONAL JOIN {a}.{event_keys_table(p.name)}"
+        f"SELECT * FROM read_parquet({sql_text(str(p))}, filename = true) POSITIONAL JOIN {a}.{event_keys_table(p.name)}"
         for p in src.paths
     )
     # the host of each segment (a capture directory usually has one)
     host_of = {str(p): host for p, host in zip(src.paths, src.hosts)}
     if len(set(host_of.values())) == 1:
-        hosts = _q(next(iter(host_of.values())))
+        hosts = sql_text(next(iter(host_of.values())))
     else:
-        hosts = "map_extract_value(MAP {" + ", ".join(f"{_q(k)}: {_q(v)}" for k, v in host_of.items()) + "}, r.filename)"
+        hosts = "map_extract_value(MAP {" + ", ".join(f"{sql_text(k)}: {sql_text(v)}" for k, v in host_of.items()) + "}, r.filename)"
     if arg_keys is not None and (columns is None or "evt.args" in columns):
         raise ValueError("evt.args needs every parameter: no arg_keys with it")
     fields, args = _select_fields(src.key_prefix, arg_keys)
@@ -171,18 +176,17 @@ def _joins(a: str) -> dict[str, tuple[str, frozenset[str]]]:
     }
 
 
-_SQL_STRING = re.compile(r"'(?:[^']|'')*'")
 _QUALIFIED = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def _x_columns(sql: str) -> set[str]:
     """The inner query's columns that `sql` (outer expressions over alias x) reads."""
-    return {column for alias, column in _QUALIFIED.findall(_SQL_STRING.sub("", sql)) if alias == "x"}
+    return {column for alias, column in _QUALIFIED.findall(SQL_STRING_LITERAL.sub("", sql)) if alias == "x"}
 
 
 def _aliases(sql: str, joins: dict[str, tuple[str, frozenset[str]]]) -> set[str]:
     """The joined tables that `sql` (inner expressions) reads."""
-    return {alias for alias, _ in _QUALIFIED.findall(_SQL_STRING.sub("", sql)) if alias in joins}
+    return {alias for alias, _ in _QUALIFIED.findall(SQL_STRING_LITERAL.sub("", sql)) if alias in joins}
 
 
 def _select_fields(key_prefix: int, arg_keys: Collection[str] | None = None) -> tuple[dict[str, str], EvtArgsSql]:
