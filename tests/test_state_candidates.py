@@ -32,7 +32,7 @@ from analyzer.state.cache import CACHE_DIR_NAME, configure, ensure_state
 from analyzer.state.candidates import CandidateSelect
 from analyzer.state.inputs import resolve_captures
 from analyzer.state.views import CaptureSource, events_sql
-from tests.test_state_ranges import _Workload, workloads, write_workload
+from tests.test_state_ranges import _Workload, workload_capture, workloads
 from tests.test_state_resolution import World
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,12 +152,8 @@ def test_falco_rules_fire_the_same_through_candidates_on_the_incident_capture(tm
 @settings(max_examples=5, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(workloads)
 def test_property_any_workload_resolves_the_same_through_candidates(tmp_path_factory, actions):
-    directory = tmp_path_factory.mktemp("workload") / "cap"
-    write_workload(directory, actions)
-    try:
+    with workload_capture(tmp_path_factory, actions) as directory:
         _assert_candidates_resolve_like_events(directory)
-    finally:
-        shutil.rmtree(directory.parent)
 
 
 @pytest.mark.slow

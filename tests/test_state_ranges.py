@@ -9,11 +9,13 @@ as what they identify (the first event of the process, or its pid and start).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import posixpath
 import shutil
 import types
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,8 +207,11 @@ _ACTIONS = ("fork", "exec", "exit", "open", "close", "dup2", "chdir", "connect",
 workloads = st.lists(st.tuples(st.sampled_from(_ACTIONS), st.integers(0, 1000)), min_size=10, max_size=80)
 
 
-def write_workload(directory: Path, actions: list[tuple[str, int]]) -> None:
-    """A capture at `directory` of the workload `actions`."""
+@contextlib.contextmanager
+def workload_capture(tmp_path_factory, actions: list[tuple[str, int]]) -> Iterator[Path]:
+    """A capture of the workload `actions` in a fresh directory, removed afterwards (hypothesis
+    runs many examples in one test: a function-scoped tmp_path would be shared by all of them)."""
+    directory = tmp_path_factory.mktemp("workload") / "cap"
     work = _Workload(directory)
     for action, n in actions:
         if action == "rotate":
@@ -214,17 +219,17 @@ def write_workload(directory: Path, actions: list[tuple[str, int]]) -> None:
         else:
             work.act(action, n)
     work.b.finish_segment()
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory.parent)
 
 
 @settings(max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(workloads)
 def test_property_any_workload_resolves_the_same_in_ranges_of_one_segment(tmp_path_factory, actions):
-    directory = tmp_path_factory.mktemp("workload") / "cap"
-    write_workload(directory, actions)
-    try:
+    with workload_capture(tmp_path_factory, actions) as directory:
         _assert_same(directory)
-    finally:
-        shutil.rmtree(directory.parent)
 
 
 @pytest.mark.parametrize("segments", [4])
