@@ -25,9 +25,10 @@ from capture import syscalls as sc
 from capture.btf import kernel_defines
 from capture.decode import RECORD_DTYPE, Decoder
 from capture.errors import RecorderError
+from capture.resources import data_dir
 from capture.syscalls import DEFAULT_SYSCALLS
 
-BPF_DIR = Path(__file__).resolve().parents[1] / "bpf"
+BPF_DIR = data_dir("bpf")
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 RB_BUSY, RB_DISCARD = 1 << 31, 1 << 30
 # How often the rings are read: often enough that a read yields about

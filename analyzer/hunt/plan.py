@@ -20,8 +20,9 @@ from analyzer.rules.errors import Finding
 from analyzer.rules.loader import load_rules
 from analyzer.rules.ruleset import SYSCALL_SOURCE
 from analyzer.sql.compiler import CompiledRule, compile_ruleset
+from capture.resources import data_dir
 
-DEFAULT_RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
+DEFAULT_RULES_DIR = data_dir("rules")
 
 
 def default_rules_files() -> list[Path]:

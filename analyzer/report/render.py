@@ -24,8 +24,9 @@ import jinja2
 from markupsafe import Markup
 
 from analyzer.report.model import ProcessNode, ReportContext
+from capture.resources import data_dir
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "reports"
+TEMPLATES = data_dir("reports")
 TEMPLATE = "report.html.j2"
 
 
