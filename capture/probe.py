@@ -144,18 +144,12 @@ class _Ring:
 
 
 def keep_heap_pages() -> None:
-    """Serve the recorder's per-batch buffers from memory it keeps, not from fresh pages.
+    """Serve the decoder's per-batch arrays from a reused heap, not fresh mmaps.
 
-    Batches allocate arrays of a few hundred KB every few ms. numpy's come
-    from glibc: above its mmap threshold each one is a new mapping whose
-    first touch page-faults (measured: decoding twice as fast with the
-    threshold raised). Arrow's come from its pool; mimalloc, the default,
-    hands idle pages back to the kernel after ~10 ms, and between two polls
-    they are idle, so every batch faulted them in again, each fault zeroing
-    a 2 MiB transparent huge page (6-10 % of the recorder's CPU in
-    clear_page). jemalloc with purging disabled keeps them: the recorder
-    holds its peak working set instead. Process-wide, harmless for the
-    recorder; each part is skipped where it is not available.
+    Batches allocate arrays of a few hundred KB every few ms; above glibc's
+    mmap threshold each one is a new mapping whose first touch page-faults.
+    Measured: decoding twice as fast with the threshold raised. Process-wide,
+    harmless for the recorder, a no-op where libc has no mallopt.
     """
     try:
         libc = ctypes.CDLL(None)
@@ -163,12 +157,6 @@ def keep_heap_pages() -> None:
         libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
-    try:
-        pool = pa.jemalloc_memory_pool()
-    except NotImplementedError:  # a pyarrow built without jemalloc keeps its default pool
-        return
-    pa.jemalloc_set_decay_ms(-1)
-    pa.set_memory_pool(pool)
 
 
 def _tracefs() -> Path:
