@@ -36,14 +36,7 @@
 #define SRC_AUX1 10
 #define SCRATCH_HALF 16384
 
-#define MIN_(a, b) ((a) < (b) ? (a) : (b))
-#define MAX_(a, b) ((a) > (b) ? (a) : (b))
-#define REGS_LO MIN_(MIN_(MIN_(OFF_pt_regs__di, OFF_pt_regs__si), MIN_(OFF_pt_regs__dx, OFF_pt_regs__r10)), \
-                     MIN_(MIN_(OFF_pt_regs__r8, OFF_pt_regs__r9), OFF_pt_regs__orig_ax))
-#define REGS_HI MAX_(MAX_(MAX_(OFF_pt_regs__di, OFF_pt_regs__si), MAX_(OFF_pt_regs__dx, OFF_pt_regs__r10)), \
-                     MAX_(MAX_(OFF_pt_regs__r8, OFF_pt_regs__r9), OFF_pt_regs__orig_ax))
-#define REGS_WORDS ((REGS_HI - REGS_LO) / 8 + 1)
-#define REG(name) saved[(OFF_pt_regs__##name - REGS_LO) / 8]
+#define REG(regs, name) (*(u64 *)((regs) + OFF_pt_regs__##name))
 
 #define READ_KERN(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)(base) + (off))
 
@@ -170,18 +163,21 @@ static __always_inline u64 arg_at(const u64 *args, int i)
 }
 
 /* The thread context of every record. Read with plain loads through the
- * BTF-typed current task (the verifier checks each offset against the
- * kernel's BTF): a helper call per field costs several times more. */
-static __always_inline void fill_common(struct trace_event *e, u32 nr, const u64 *args, s64 res, u16 flags)
+ * BTF-typed current task (`task`, from bpf_get_current_task_btf(); the
+ * verifier checks each offset against the kernel's BTF): a helper call per
+ * field costs several times more. `ts` is taken by the caller before the
+ * ring reservation: the clock read (an ordered rdtsc) is cheaper before the
+ * record's stores are in flight (measured on the flood). */
+static __always_inline void fill_common(struct trace_event *e, char *task, u64 ts, u32 nr, const u64 *args, s64 res,
+                                        u16 flags)
 {
-    char *task = (char *)bpf_get_current_task_btf();
     char *parent = *(char **)(task + OFF_task_struct__real_parent);
     char *cred = *(char **)(task + OFF_task_struct__cred);
     char *css_set = *(char **)(task + OFF_task_struct__cgroups);
     char *cgroup = *(char **)(css_set + OFF_css_set__dfl_cgrp);
     char *kn = *(char **)(cgroup + OFF_cgroup__kn);
 
-    e->ts = bpf_ktime_get_ns();
+    e->ts = ts;
     e->cgroup_id = *(u64 *)(kn + OFF_kernfs_node__id);  /* what bpf_get_current_cgroup_id() returns */
     e->res = res;
     e->args[0] = args[0];
@@ -406,8 +402,9 @@ static __always_inline void emit_bulky_paths(struct scratch_buf *s, const struct
     bulky_submit(s, pos);
 }
 
-static __always_inline void emit_syscall(u32 nr, const struct plan *p, const u64 *args, s64 res, u16 flags)
+static __always_inline void emit_syscall(char *task, u32 nr, const struct plan *p, const u64 *args, s64 res, u16 flags)
 {
+    u64 ts = bpf_ktime_get_ns();
     u64 aux[2] = {};
     if (p->path2 >= 0) {
         struct scratch_buf *s = get_scratch();
@@ -415,7 +412,7 @@ static __always_inline void emit_syscall(u32 nr, const struct plan *p, const u64
             count_drop();
             return;
         }
-        fill_common((struct trace_event *)s->buf, nr, args, res, flags);
+        fill_common((struct trace_event *)s->buf, task, ts, nr, args, res, flags);
         decode_columns((struct trace_event *)s->buf, p, args, res, aux);
         emit_bulky_paths(s, p, args);
         return;
@@ -425,7 +422,7 @@ static __always_inline void emit_syscall(u32 nr, const struct plan *p, const u64
         count_drop();
         return;
     }
-    fill_common(&r->hdr, nr, args, res, flags);
+    fill_common(&r->hdr, task, ts, nr, args, res, flags);
     /* The string view's inline bytes past a short path (or none) must be zero. */
     *(u64 *)&r->path[0] = 0;
     *(u64 *)&r->path[8] = 0;
@@ -481,7 +478,7 @@ int on_sys_enter(struct tp_sys_enter *ctx)
         nargs = 6;
     bpf_probe_read_kernel(v.args, nargs * sizeof(u64), (void *)ctx + offsetof(struct tp_sys_enter, args));
     if (p->at_enter) {
-        emit_syscall(nr, p, v.args, 0, TF_NO_RES);
+        emit_syscall((char *)bpf_get_current_task_btf(), nr, p, v.args, 0, TF_NO_RES);
         return 0;
     }
     u32 tid = (u32)id;
@@ -492,33 +489,31 @@ int on_sys_enter(struct tp_sys_enter *ctx)
 /* raw_syscalls:sys_exit as a raw tracepoint (no perf record is built): the
  * arguments are still in the saved user registers, so no entry hook and no
  * per-thread map are needed on the hot path. A fork child returns here too,
- * with a copy of its parent's registers. */
+ * with a copy of its parent's registers. The registers and the ids are plain
+ * loads through the BTF-typed current task (bpf_task_pt_regs gives the same
+ * pt_regs as ctx->args[0], typed): a probe-read helper per event costs more. */
 int on_raw_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-    void *regs = (void *)ctx->args[0];
     s64 ret = ctx->args[1];
-    /* One read of the span of pt_regs holding orig_ax and the six argument registers. */
-    u64 saved[REGS_WORDS];
-    if (bpf_probe_read_kernel(saved, sizeof(saved), regs + REGS_LO))
-        return 0;
-    u64 orig_ax = REG(orig_ax);
+    char *task = (char *)bpf_get_current_task_btf();
+    char *regs = (char *)bpf_task_pt_regs((struct task_struct *)task);
+    u64 orig_ax = REG(regs, orig_ax);
     if (orig_ax >= MAX_NR)
         return 0;
     u32 nr = orig_ax;
     struct plan *p = plans.lookup(&nr);
     if (!p || !p->enabled || p->at_enter)
         return 0;
-    u64 id = bpf_get_current_pid_tgid();
     if (p->exec) {
-        u32 tid = (u32)id;
+        u32 tid = *(u32 *)(task + OFF_task_struct__pid);
         pending.delete(&tid);
         if (ret == 0)
             return 0;  /* recorded by on_exec, in the new image */
     }
-    if (skip_task(id >> 32))
+    if (skip_task(*(u32 *)(task + OFF_task_struct__tgid)))
         return 0;
-    u64 args[6] = {REG(di), REG(si), REG(dx), REG(r10), REG(r8), REG(r9)};
-    emit_syscall(nr, p, args, ret, 0);
+    u64 args[6] = {REG(regs, di), REG(regs, si), REG(regs, dx), REG(regs, r10), REG(regs, r8), REG(regs, r9)};
+    emit_syscall(task, nr, p, args, ret, 0);
     return 0;
 }
 
@@ -735,7 +730,7 @@ int on_exec(struct tp_exec *ctx)
 
     pos = put_cwd(s, pos, task, &flags);
     u64 no_aux[2] = {};
-    fill_common(e, nr, v.args, 0, flags);
+    fill_common(e, (char *)bpf_get_current_task_btf(), bpf_ktime_get_ns(), nr, v.args, 0, flags);
     decode_columns(e, p, v.args, 0, no_aux);
     bulky_submit(s, pos);
     return 0;
@@ -748,6 +743,7 @@ int on_task_exit(struct tp_exit *ctx)
     pending.delete(&tid);
     if (skip_task(id >> 32))
         return 0;
+    u64 ts = bpf_ktime_get_ns();
     struct trace_record *r = events.ringbuf_reserve(sizeof(struct trace_record));
     if (!r) {
         count_drop();
@@ -756,7 +752,7 @@ int on_task_exit(struct tp_exit *ctx)
     u64 no_args[6] = {};
     int exit_code = 0;
     READ_KERN(exit_code, (void *)bpf_get_current_task(), OFF_task_struct__exit_code);
-    fill_common(&r->hdr, NR_PROCEXIT, no_args, exit_code, 0);
+    fill_common(&r->hdr, (char *)bpf_get_current_task_btf(), ts, NR_PROCEXIT, no_args, exit_code, 0);
     r->hdr.valid = TV_RES;
     *(u64 *)&r->path[0] = 0;
     *(u64 *)&r->path[8] = 0;

@@ -74,7 +74,25 @@ def _row32(name: str) -> int:
 assert RING_HDR + _offset("path_len") + 4 == RECORD_DTYPE.fields["path"][1]  # path_len, then the slot
 
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
-_TRANSPOSE_ROWS = 256
+_TRANSPOSE_ROWS = 1024
+# The transposed header fields, each with the `valid` bits that make it
+# needed (0: always): decoded columns and arguments only when a record holds
+# one; the path's length and inline bytes only with a path.
+_PATH_BITS = 1 << VALID_BITS["path"] | 1 << VALID_BITS["addr_path"]
+_FIELDS64 = {
+    _row64("ts"): 0, _row64("cgroup_id"): 0, _row64("res"): 1 << VALID_BITS["res"],
+    **{_row64("args") + i: 1 << i for i in range(6)},
+    _row64("flags_arg"): 1 << VALID_BITS["flags"], _row64("comm"): 0, _row64("comm") + 1: 0,
+}
+_FIELDS32 = {
+    **{_row32(name): 0 for name in ("pid", "tid", "ppid", "uid", "gid", "nr", "flags", "valid")},
+    **{_row32(name): 1 << VALID_BITS[name] for name in ("fd", "fd2", "dirfd", "dirfd2", "mode", "sock_type", "sock_proto")},
+    **{_row32("path_len") + i: _PATH_BITS for i in range(4)},
+}
+
+
+def _fields_held(fields: dict[int, int], held: int) -> list[int]:
+    return sorted(row for row, bits in fields.items() if not bits or bits & held)
 _NO_REMOTE_FROM_SOCKET = {sc.BY_NAME[n].nr for n in ("bind", "listen", "socket")}
 
 
@@ -180,16 +198,24 @@ def _spread_strings(values: pa.Array, rows: np.ndarray, n: int, mask: np.ndarray
                                  null_count=n - len(rows))
 
 
-def _transposed(words: np.ndarray) -> np.ndarray:
-    """words.T as a contiguous array, copied a block of rows at a time.
+def _transposed(words: np.ndarray, fields: list[int]) -> np.ndarray:
+    """words.T as a contiguous array, copied a block of rows at a time; only the rows `fields` are filled.
 
     A plain transposing copy walks the whole batch once per word; blocks of
     rows stay in cache (measured: a quarter cheaper on 7 500-row batches).
+    The other rows are left unset: they are the header fields no record of
+    the batch holds a value in, which are never read (a flood of close()
+    needs 15 of the 35 words). Runs of consecutive fields are copied as one
+    slice, so a block costs one copy per run.
     """
     n = len(words)
     out = np.empty((words.shape[1], n), words.dtype)
+    runs = np.split(fields, np.flatnonzero(np.diff(fields) != 1) + 1)
     for start in range(0, n, _TRANSPOSE_ROWS):
-        out[:, start:start + _TRANSPOSE_ROWS] = words[start:start + _TRANSPOSE_ROWS].T
+        block = words[start:start + _TRANSPOSE_ROWS]
+        for run in runs:
+            first, last = int(run[0]), int(run[-1]) + 1
+            out[first:last, start:start + _TRANSPOSE_ROWS] = block[:, first:last].T
     return out
 
 
@@ -297,9 +323,12 @@ class Decoder:
             words = words[order]
         n = len(words)
         # One blocked transposition per group (the first pass over the ring):
-        # each field becomes a contiguous row, in its column's own type.
-        w64 = _transposed(words[:, _W64])
-        w32 = _transposed(words[:, _W32_START:].view(np.uint32)[:, :_W32_ROWS])
+        # each field becomes a contiguous row, in its column's own type; only
+        # the fields some record of the batch holds a value in.
+        header32 = words[:, _W32_START:].view(np.uint32)[:, :_W32_ROWS]
+        held = int(np.bitwise_or.reduce(header32[:, _row32("valid")])) if n else 0
+        w64 = _transposed(words[:, _W64], _fields_held(_FIELDS64, held))
+        w32 = _transposed(header32, _fields_held(_FIELDS32, held))
         valid = _Validity(w32[_row32("valid")])
         cols = self._header_columns(w64, w32, valid)
         if valid.some("path") or valid.some("addr_path"):
