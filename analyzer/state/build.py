@@ -38,6 +38,7 @@ description and each process's ancestry and start time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import duckdb
@@ -155,10 +156,10 @@ def materialize(
     as in a build of the whole capture, it fills what events could not tell
     about the processes still alive at the end.
     """
-    good = _load_segments(con, capture, warnings)
+    good, parent_forks = _load_segments(con, capture, warnings)
     if good:
-        _order_segments(con)
-        _build_incarnations(con, later)
+        _order_segments(con, parent_forks)
+        _build_incarnations(con, later, parent_forks)
         if carried is not None:
             con.execute(
                 "UPDATE life_start SET life_start_ts = c.life_start_ts FROM ("
@@ -176,12 +177,15 @@ def materialize(
     return good
 
 
-def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: list[str]) -> list[str]:
+def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: list[str]) -> tuple[list[str], int]:
+    """Read the segments' state rows; returns the names of those read and how many parent's fork
+    returns they hold (without any, the fork ordering steps have nothing to do)."""
     con.execute(
         "CREATE TABLE segments (seg INTEGER, name VARCHAR, path VARCHAR, size BIGINT, mtime_ns BIGINT, "
         "host VARCHAR, seq BIGINT, min_evt BIGINT, max_evt BIGINT, base BIGINT)"
     )
     good = []
+    parent_fork_count = 0
     created = False
     for seg_id, seg in enumerate(capture.segments):
         source = f"read_parquet('{_quote(str(seg.path))}')"
@@ -220,35 +224,38 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
             if not created:
                 con.execute(f"CREATE TABLE rows AS {select_state} UNION ALL {select_seen}")
                 con.execute(f"CREATE TABLE images AS {select_images}")
-                con.execute(f"CREATE TABLE fork_prev AS {select_fork_prev}")
+                # filled only for segments with a parent's fork return (its ASOF join costs a small build more than its rows)
+                con.execute("CREATE TABLE fork_prev (evt_num BIGINT, prev_evt BIGINT)")
                 created = True
             else:
                 con.execute(f"INSERT INTO rows {select_state} UNION ALL {select_seen}")
                 con.execute(f"INSERT INTO images {select_images}")
-                con.execute(f"INSERT INTO fork_prev {select_fork_prev}")
             stats = con.execute(
-                f"SELECT min(evt_num), max(evt_num) FROM {source} WHERE kind = 'evt'"
+                f"SELECT min(evt_num), max(evt_num), count(*) FILTER (WHERE {parent_forks}) FROM {source} WHERE kind = 'evt'"
             ).fetchall()[0]
+            if stats[2]:
+                con.execute(f"INSERT INTO fork_prev {select_fork_prev}")
             con.execute(
                 "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                 [seg_id, seg.name, str(seg.path), seg.size, seg.mtime_ns, seg.host, seg.seq, stats[0], stats[1]],
             )
             con.execute("COMMIT")
             good.append(seg.name)
+            parent_fork_count += stats[2]
         except duckdb.Error as exc:
             con.execute("ROLLBACK")
             if not created:
                 # The failed CREATE rolled back with the transaction.
                 pass
             warnings.append(f"skipping corrupt segment {seg.path}: {str(exc).splitlines()[0]}")
-    return good
+    return good, parent_fork_count
 
 
 def _quote(text: str) -> str:
     return text.replace("'", "''")
 
 
-def _order_segments(con: duckdb.DuckDBPyConnection) -> None:
+def _order_segments(con: duckdb.DuckDBPyConnection, parent_forks: int) -> None:
     # A segment's snapshot sits just before its first event; a segment without
     # events takes the next segment's first event (or follows the last one).
     con.execute(
@@ -270,15 +277,18 @@ def _order_segments(con: duckdb.DuckDBPyConnection) -> None:
     # child that ran first and is still alive is listed). Never further back:
     # a build starting at a segment (a range, a follower's batch) sees no
     # further back, and an older start of the pid is a reuse, not the child.
-    con.execute(
-        f"""
+    if not parent_forks:
+        con.execute("CREATE TABLE fork_origin (fork_evt BIGINT, fork_from BIGINT)")
+    else:
+        con.execute(
+            f"""
         CREATE TABLE fork_origin AS
         SELECT r.evt_num AS fork_evt, coalesce(fp.prev_evt * 4 + 2, s.base * 4) AS fork_from
         FROM (SELECT seg, evt_num FROM rows WHERE kind = 'evt' AND syscall IN {sql_list(FORK_SYSCALLS)} AND res > 0) r
         JOIN segments s USING (seg)
         LEFT JOIN fork_prev fp ON fp.evt_num = r.evt_num
         """
-    )
+        )
     con.execute("DROP TABLE fork_prev")
 
 
@@ -289,7 +299,7 @@ _IMAGE = (
 _NO_IMAGE = ", ".join(f"NULL AS {c}" for c in _IMAGE.split(", "))
 
 
-def _build_incarnations(con: duckdb.DuckDBPyConnection, later: str | None = None) -> None:
+def _build_incarnations(con: duckdb.DuckDBPyConnection, later: str | None, parent_forks: int) -> None:
     """Process incarnations from fork/exec/exit and the soft starts (snapshot, first sighting)."""
     forks, execs = sql_list(FORK_SYSCALLS), sql_list(EXEC_SYSCALLS)
     common = "ts, seg, comm, uid, gid, container_id, cgroup_id, cwd"
@@ -320,7 +330,8 @@ def _build_incarnations(con: duckdb.DuckDBPyConnection, later: str | None = None
         FROM rows WHERE kind = 'evt' AND syscall = 'procexit' AND pid = tid
         """
     )
-    _drop_late_fork_returns(con)
+    if parent_forks:
+        _drop_late_fork_returns(con)
     # A fork or exec always starts an image; a snapshot row or a first
     # sighting only when no process is known to be alive with that pid (they
     # fill gaps, never duplicate); an exit ends the current one.
@@ -493,22 +504,9 @@ def _build_ancestry(con: duckdb.DuckDBPyConnection, carried: Carried | None = No
         SELECT * FROM down
         """
     )
-    con.execute(
-        f"""
-        INSERT INTO ancestry BY NAME
-        WITH RECURSIVE anc(key, depth, akey, seen) AS (
-            SELECT key, 1, key, [key] FROM inc WHERE key NOT IN (SELECT key FROM ancestry)
-            UNION ALL
-            SELECT a.key, a.depth + 1, p.parent_key, list_append(a.seen, p.parent_key)
-            FROM anc a JOIN inc p ON p.key = a.akey
-            WHERE p.parent_key IS NOT NULL AND NOT list_contains(a.seen, p.parent_key)
-              AND a.depth < {_MAX_GENERATIONS})
-        SELECT a.key, {", ".join(f"list({value(t='p')} ORDER BY a.depth) AS {name}" for name, value in own.items())},
-               arg_max(a.akey, a.depth) AS _top
-        FROM anc a JOIN inc p ON p.key = a.akey
-        GROUP BY a.key
-        """
-    )
+    unreached = con.execute("SELECT count(*) FROM inc WHERE key NOT IN (SELECT key FROM ancestry)").fetchall()[0][0]
+    if unreached:
+        _walk_looping_chains(con, own)
     if carried is not None:
         # A chain that reaches a carried process goes on with its carried ancestry.
         con.execute(
@@ -525,6 +523,26 @@ def _build_ancestry(con: duckdb.DuckDBPyConnection, carried: Carried | None = No
         UPDATE ancestry SET sname = CASE WHEN anc_sid[1] IS NOT NULL THEN anc_name[coalesce(
             list_position(list_transform(anc_sid, lambda s: s IS DISTINCT FROM anc_sid[1]), true) - 1,
             len(anc_name))] END;
+        """
+    )
+
+
+def _walk_looping_chains(con: duckdb.DuckDBPyConnection, own: dict[str, Callable[..., str]]) -> None:
+    """Ancestry of the incarnations no root reaches: each walks up its chain until it repeats."""
+    con.execute(
+        f"""
+        INSERT INTO ancestry BY NAME
+        WITH RECURSIVE anc(key, depth, akey, seen) AS (
+            SELECT key, 1, key, [key] FROM inc WHERE key NOT IN (SELECT key FROM ancestry)
+            UNION ALL
+            SELECT a.key, a.depth + 1, p.parent_key, list_append(a.seen, p.parent_key)
+            FROM anc a JOIN inc p ON p.key = a.akey
+            WHERE p.parent_key IS NOT NULL AND NOT list_contains(a.seen, p.parent_key)
+              AND a.depth < {_MAX_GENERATIONS})
+        SELECT a.key, {", ".join(f"list({value(t='p')} ORDER BY a.depth) AS {name}" for name, value in own.items())},
+               arg_max(a.akey, a.depth) AS _top
+        FROM anc a JOIN inc p ON p.key = a.akey
+        GROUP BY a.key
         """
     )
 
@@ -672,23 +690,43 @@ def _build_own_rows(con: duckdb.DuckDBPyConnection, carried: Carried | None = No
     con.execute("CREATE SEQUENCE fd_ids")
 
 
+@dataclass(frozen=True)
+class _Work:
+    """What the steps that only some captures need have to do (a step with nothing to do is skipped:
+    a build of a few rows pays per statement, not per row)."""
+
+    fchdirs: bool  # cwd changes through an fd
+    dirfds: bool  # *at() opens relative to a directory fd
+    execs: bool  # exec (closes the close-on-exec fds)
+
+
 def _resolve_generations(con: duckdb.DuckDBPyConnection) -> None:
-    max_gen = con.execute("SELECT coalesce(max(gen), 0) FROM life_gen").fetchall()[0][0]
+    max_gen, fchdirs, dirfds, execs = con.execute(
+        f"""SELECT (SELECT coalesce(max(gen), 0) FROM life_gen),
+                   (SELECT count(*) FROM cwd_own WHERE via_fd IS NOT NULL),
+                   -- fd_state's dirfds are fd_own's, copied by inheritance
+                   (SELECT count(*) FROM fd_own WHERE dirfd <> {AT_FDCWD}),
+                   (SELECT count(*) FROM inc WHERE src = 'exec')"""
+    ).fetchall()[0]
+    work = _Work(fchdirs > 0, dirfds > 0, execs > 0)
     for gen in range(max_gen + 1):
         _resolve_cwd(con, gen)
-        _resolve_fds(con, gen)
-        _resolve_fchdir(con, gen)
+        _resolve_fds(con, gen, work)
+        if work.fchdirs:
+            _resolve_fchdir(con, gen)
     # libsinsp names an IP socket client->server; a listening or unconnected
     # one by its local endpoint.
-    con.execute(
-        """
+    ip_fds = "type IN ('ipv4', 'ipv6') AND op <> 'close'"
+    if con.execute(f"SELECT count(*) FROM fd_state WHERE {ip_fds}").fetchall()[0][0]:
+        con.execute(
+            f"""
         UPDATE fd_state SET name = CASE
             WHEN rip IS NULL OR (coalesce(rport, 0) = 0 AND rip IN ('0.0.0.0', '::')) THEN trace_endpoint(lip, lport)
             WHEN is_server THEN trace_endpoint(rip, rport) || '->' || trace_endpoint(lip, lport)
             ELSE trace_endpoint(lip, lport) || '->' || trace_endpoint(rip, rport) END
-        WHERE type IN ('ipv4', 'ipv6') AND op <> 'close'
+        WHERE {ip_fds}
         """
-    )
+        )
     con.execute("DROP TABLE cwd_own")
     con.execute("DROP TABLE fd_own")
     con.execute("DROP SEQUENCE fd_ids")
@@ -741,7 +779,7 @@ def _resolve_fchdir(con: duckdb.DuckDBPyConnection, gen: int) -> None:
     )
 
 
-def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
+def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int, work: _Work) -> None:
     # Every join below is on the life: reading only this generation's rows
     # (and its parents') keeps each statement to what it can match.
     lives = f"(SELECT life FROM life_gen WHERE gen = {gen})"
@@ -778,7 +816,7 @@ def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
         """
     )
     # *at() opens relative to a directory fd, itself perhaps opened that way.
-    for _ in range(_MAX_DIRFD_PASSES):
+    for _ in range(_MAX_DIRFD_PASSES if work.dirfds else 0):
         changed = con.execute(
             f"""
             UPDATE fd_state SET name = r.name FROM (
@@ -794,6 +832,18 @@ def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
             break
     # dup and connect copy the description of the fd they act on: find it,
     # then copy along chains (connect then dup2 onto 0, 1, 2).
+    if _unresolved(con):
+        _copy_descriptions(con, lives)
+    if work.execs:
+        _close_on_exec(con, lives)
+
+
+def _unresolved(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute("SELECT count(*) FROM fd_state WHERE NOT resolved").fetchall()[0][0]
+
+
+def _copy_descriptions(con: duckdb.DuckDBPyConnection, lives: str) -> None:
+    """dup, connect and accept rows take the description of the fd they act on, along chains."""
     con.execute(
         f"""
         UPDATE fd_state SET src_id = r.sid FROM (
@@ -832,9 +882,12 @@ def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
             WHERE fd_state.id = s.id
             """
         ).fetchall()[0][0]
-        if not changed:
+        if not changed or not _unresolved(con):
             break
-    # exec closes every fd marked close-on-exec.
+
+
+def _close_on_exec(con: duckdb.DuckDBPyConnection, lives: str) -> None:
+    """exec closes every fd marked close-on-exec."""
     con.execute(
         f"""
         INSERT INTO fd_state BY NAME
