@@ -168,7 +168,7 @@ def materialize(
             )
         _build_ancestry(con, carried)
         _build_lives(con)
-        _build_own_rows(con, carried)
+        _build_own_rows(con, _present(con), carried)
         # the last reader of `rows`: it is dropped before the fd table grows
         _build_names(con)
         _resolve_generations(con)
@@ -585,58 +585,61 @@ def _with_life(select: str) -> str:
     )
 
 
-def _build_own_rows(con: duckdb.DuckDBPyConnection, carried: Carried | None = None) -> None:
-    """The cwd and fd changes each life makes itself (inheritance comes later)."""
-    carried_fds = "" if carried is None else f"""
-            UNION ALL
-            -- fds carried in already resolved, at the first segment's snapshot
-            SELECT c.pid, s.base * 4, c.ts, c.fd, 'snap', c.type, c.raw, NULL, NULL, c.cloexec,
-                   c.sock_family, c.sock_type, c.sock_proto, c.lip, c.lport, c.rip, c.rport, c.is_server, c.name
-            FROM {carried.fds} c, (SELECT base FROM segments WHERE seg = 0) s"""
-    con.execute(
-        "CREATE TABLE cwd_own AS "
-        + _with_life(
-            f"""
+def _present(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    """The row kinds and syscalls `rows` holds."""
+    return frozenset(value for row in con.execute("SELECT DISTINCT kind, syscall FROM rows").fetchall()
+                     for value in row if value is not None)
+
+
+def _union(branches: list[tuple[tuple[str, ...], str]], present: frozenset[str]) -> str:
+    """UNION ALL of the branches that can have rows: the first (its columns are typed as the union's)
+    and those reading a syscall or row kind that `present` holds. A branch left out would select
+    nothing; binding it costs a small build more than the rows it reads."""
+    return "\nUNION ALL\n".join(sql for n, (reads, sql) in enumerate(branches) if n == 0 or present.intersection(reads))
+
+
+def _build_own_rows(con: duckdb.DuckDBPyConnection, present: frozenset[str], carried: Carried | None = None) -> None:
+    """The cwd and fd changes each life makes itself (inheritance comes later). `present`: the row
+    kinds and syscalls `rows` holds."""
+    cwd_changes = [
+        ((), """
             SELECT pid, ord, 0 AS sub, cwd AS value, true AS absolute, NULL::INTEGER AS via_fd FROM rows
-            WHERE kind = 'proc' AND cwd IS NOT NULL
-            UNION ALL
+            WHERE kind = 'proc' AND cwd IS NOT NULL"""),
+        (EXEC_SYSCALLS, f"""
             SELECT pid, ord, 0, cwd, true, NULL FROM rows
-            WHERE kind = 'evt' AND syscall IN {sql_list(EXEC_SYSCALLS)} AND res = 0 AND cwd IS NOT NULL
-            UNION ALL
+            WHERE kind = 'evt' AND syscall IN {sql_list(EXEC_SYSCALLS)} AND res = 0 AND cwd IS NOT NULL"""),
+        (("chdir",), """
             SELECT pid, ord, 1, path, starts_with(path, '/'), NULL FROM rows
-            WHERE kind = 'evt' AND syscall = 'chdir' AND res = 0 AND path IS NOT NULL
-            UNION ALL
+            WHERE kind = 'evt' AND syscall = 'chdir' AND res = 0 AND path IS NOT NULL"""),
+        (("fchdir",), """
             -- fchdir: the directory fd's name, filled in once the fd table is known
             SELECT pid, ord, 1, NULL, true, fd FROM rows
-            WHERE kind = 'evt' AND syscall = 'fchdir' AND res = 0 AND fd IS NOT NULL
-            """
-        )
-    )
+            WHERE kind = 'evt' AND syscall = 'fchdir' AND res = 0 AND fd IS NOT NULL"""),
+    ]
+    con.execute("CREATE TABLE cwd_own AS " + _with_life(_union(cwd_changes, present)))
     sock_cols = "sock_family, sock_type, sock_proto"
-    con.execute(
-        "CREATE TABLE fd_own AS "
-        + _with_life(
-            f"""
+    fd_changes = [
+        (OPEN_SYSCALLS, f"""
             -- files: the name is resolved later (it needs the cwd or the dirfd)
             SELECT pid, ord, ts, res::INTEGER AS fd, 'open' AS op,
                    CASE WHEN (coalesce(flags, 0) & {O_DIRECTORY}) <> 0 THEN 'directory' ELSE 'file' END AS type,
                    path AS raw, coalesce(dirfd, {AT_FDCWD}) AS dirfd, NULL::INTEGER AS src_fd,
                    (coalesce(flags, 0) & {O_CLOEXEC}) <> 0 AS cloexec,
                    NULL::SMALLINT AS sock_family, NULL::INTEGER AS sock_type, NULL::INTEGER AS sock_proto,
-                   NULL AS lip, NULL::INTEGER AS lport, NULL AS rip, NULL::INTEGER AS rport,
-                   NULL::BOOLEAN AS is_server, NULL AS name
-            FROM rows WHERE kind = 'evt' AND syscall IN {sql_list(OPEN_SYSCALLS)} AND res >= 0
-            UNION ALL
+                   NULL::VARCHAR AS lip, NULL::INTEGER AS lport, NULL::VARCHAR AS rip, NULL::INTEGER AS rport,
+                   NULL::BOOLEAN AS is_server, NULL::VARCHAR AS name
+            FROM rows WHERE kind = 'evt' AND syscall IN {sql_list(OPEN_SYSCALLS)} AND res >= 0"""),
+        (("memfd_create",), """
             SELECT pid, ord, ts, res::INTEGER, 'open', 'memfd', path, NULL, NULL,
                    (coalesce(flags, 0) & 1) <> 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                    'memfd:' || coalesce(path, '')
-            FROM rows WHERE kind = 'evt' AND syscall = 'memfd_create' AND res >= 0
-            UNION ALL
+            FROM rows WHERE kind = 'evt' AND syscall = 'memfd_create' AND res >= 0"""),
+        (("socket",), f"""
             SELECT pid, ord, ts, res::INTEGER, 'open', trace_sock_fdtype(sock_family), NULL, NULL, NULL,
                    (coalesce(sock_type, 0) & {O_CLOEXEC}) <> 0, {sock_cols},
                    NULL, NULL, NULL, NULL, NULL, CASE WHEN sock_family IN (2, 10) THEN NULL ELSE '' END
-            FROM rows WHERE kind = 'evt' AND syscall = 'socket' AND res >= 0
-            UNION ALL
+            FROM rows WHERE kind = 'evt' AND syscall = 'socket' AND res >= 0"""),
+        (("pipe", "pipe2", "socketpair"), f"""
             SELECT pid, ord, ts, unnest([fd, fd2]), 'open', CASE syscall WHEN 'socketpair' THEN 'unix' ELSE 'pipe' END,
                    NULL, NULL, NULL, (coalesce(flags, 0) & {O_CLOEXEC}) <> 0
                        OR (coalesce(sock_type, 0) & {O_CLOEXEC}) <> 0,
@@ -644,33 +647,33 @@ def _build_own_rows(con: duckdb.DuckDBPyConnection, carried: Carried | None = No
                    -- libsinsp names a pipe pipe:[inode]; the capture has no inode
                    CASE syscall WHEN 'socketpair' THEN '' END
             FROM rows WHERE kind = 'evt' AND syscall IN ('pipe', 'pipe2', 'socketpair') AND res = 0
-                 AND fd IS NOT NULL AND fd2 IS NOT NULL
-            UNION ALL
+                 AND fd IS NOT NULL AND fd2 IS NOT NULL"""),
+        (("accept", "accept4"), f"""
             -- accept: a new fd on the server side of the connection
             SELECT pid, ord, ts, res::INTEGER, 'accept', trace_sock_fdtype(sock_family), NULL, NULL, fd,
                    (coalesce(flags, 0) & {O_CLOEXEC}) <> 0, {sock_cols},
                    local_ip, local_port, addr_ip, addr_port, true,
                    CASE WHEN sock_family = 1 THEN coalesce(addr_path, '') END
-            FROM rows WHERE kind = 'evt' AND syscall IN ('accept', 'accept4') AND res >= 0
-            UNION ALL
+            FROM rows WHERE kind = 'evt' AND syscall IN ('accept', 'accept4') AND res >= 0"""),
+        (("dup", "dup2", "dup3", "fcntl"), f"""
             -- dup*: the new fd gets a copy of the old fd's description
             SELECT pid, ord, ts, res::INTEGER, 'dup', NULL, NULL, NULL, fd,
                    (syscall = 'dup3' AND (coalesce(flags, 0) & {O_CLOEXEC}) <> 0)
                        OR (syscall = 'fcntl' AND arg1 = {F_DUPFD_CLOEXEC}),
                    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
             FROM rows WHERE kind = 'evt' AND res >= 0 AND fd IS NOT NULL AND res <> fd
-                 AND (syscall IN ('dup', 'dup2', 'dup3') OR (syscall = 'fcntl' AND arg1 IN ({F_DUPFD}, {F_DUPFD_CLOEXEC})))
-            UNION ALL
+                 AND (syscall IN ('dup', 'dup2', 'dup3') OR (syscall = 'fcntl' AND arg1 IN ({F_DUPFD}, {F_DUPFD_CLOEXEC})))"""),
+        (("connect",), f"""
             -- connect: the same fd, now with its connection tuple (client side)
             SELECT pid, ord, ts, fd, 'connect', NULL, NULL, NULL, fd, NULL, sock_family, NULL, NULL,
                    local_ip, local_port, addr_ip, addr_port, false,
                    CASE WHEN sock_family = 1 THEN addr_path END
-            FROM rows WHERE kind = 'evt' AND syscall = 'connect' AND (res = 0 OR res = -{EINPROGRESS}) AND fd IS NOT NULL
-            UNION ALL
+            FROM rows WHERE kind = 'evt' AND syscall = 'connect' AND (res = 0 OR res = -{EINPROGRESS}) AND fd IS NOT NULL"""),
+        (("close",), """
             SELECT pid, ord + 1, ts, fd, 'close', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                    NULL, NULL, NULL, NULL, NULL, NULL
-            FROM rows WHERE kind = 'evt' AND syscall = 'close' AND res = 0 AND fd IS NOT NULL
-            UNION ALL
+            FROM rows WHERE kind = 'evt' AND syscall = 'close' AND res = 0 AND fd IS NOT NULL"""),
+        (("fd",), f"""
             -- what /proc said at the segment start; the role of an established
             -- socket is not in /proc: the side with the lower port is taken as the server
             SELECT pid, ord, ts, fd, 'snap', trace_snapshot_fdtype(path, sock_family, flags), path, NULL, NULL,
@@ -678,10 +681,16 @@ def _build_own_rows(con: duckdb.DuckDBPyConnection, carried: Carried | None = No
                    local_ip, local_port, addr_ip, addr_port,
                    CASE WHEN sock_family IN (2, 10) THEN coalesce(addr_port, 0) = 0 OR local_port < addr_port END,
                    CASE WHEN sock_family IN (2, 10) THEN NULL ELSE path END
-            FROM rows WHERE kind = 'fd' AND fd IS NOT NULL{carried_fds}
-            """
-        )
-    )
+            FROM rows WHERE kind = 'fd' AND fd IS NOT NULL"""),
+    ]
+    if carried is not None:
+        fd_changes.append((("carried",), f"""
+            -- fds carried in already resolved, at the first segment's snapshot
+            SELECT c.pid, s.base * 4, c.ts, c.fd, 'snap', c.type, c.raw, NULL, NULL, c.cloexec,
+                   c.sock_family, c.sock_type, c.sock_proto, c.lip, c.lport, c.rip, c.rport, c.is_server, c.name
+            FROM {carried.fds} c, (SELECT base FROM segments WHERE seg = 0) s"""))
+        present = present | {"carried"}
+    con.execute("CREATE TABLE fd_own AS " + _with_life(_union(fd_changes, present)))
     con.execute("CREATE TABLE cwd_state (life BIGINT, ord BIGINT, cwd VARCHAR, via_fd INTEGER)")
     con.execute(
         "CREATE TABLE fd_state AS SELECT *, NULL::BIGINT AS id, NULL::BIGINT AS src_id, "
