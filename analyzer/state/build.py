@@ -156,10 +156,11 @@ def materialize(
     as in a build of the whole capture, it fills what events could not tell
     about the processes still alive at the end.
     """
-    good, parent_forks = _load_segments(con, capture, warnings)
+    loaded = _load_segments(con, capture, warnings)
+    good = loaded.names
     if good:
-        _order_segments(con, parent_forks)
-        _build_incarnations(con, later, parent_forks)
+        _order_segments(con, loaded)
+        _build_incarnations(con, later, loaded.parent_forks)
         if carried is not None:
             con.execute(
                 "UPDATE life_start SET life_start_ts = c.life_start_ts FROM ("
@@ -177,15 +178,23 @@ def materialize(
     return good
 
 
-def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: list[str]) -> tuple[list[str], int]:
-    """Read the segments' state rows; returns the names of those read and how many parent's fork
-    returns they hold (without any, the fork ordering steps have nothing to do)."""
+@dataclass(frozen=True)
+class _Loaded:
+    """The segments read, and what the ordering steps have to do for them."""
+
+    names: list[str]
+    parent_forks: int  # parent's fork returns (without any, the fork ordering steps have nothing to do)
+    eventless: int  # segments without events (their snapshot's order is known only once all are read)
+
+
+def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: list[str]) -> _Loaded:
+    """Read the segments' state rows."""
     con.execute(
         "CREATE TABLE segments (seg INTEGER, name VARCHAR, path VARCHAR, size BIGINT, mtime_ns BIGINT, "
         "host VARCHAR, seq BIGINT, min_evt BIGINT, max_evt BIGINT, base BIGINT)"
     )
     good = []
-    parent_fork_count = 0
+    parent_fork_count = eventless = 0
     created = False
     for seg_id, seg in enumerate(capture.segments):
         source = f"read_parquet('{_quote(str(seg.path))}')"
@@ -196,14 +205,21 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
             f"AND (res >= 0 OR syscall = 'procexit' OR (syscall = 'connect' AND res = -{EINPROGRESS})) "
             f"AND (syscall <> 'fcntl' OR arg1 IN ({F_DUPFD}, {F_DUPFD_CLOEXEC})))"
         )
-        # events at their own order; snapshot rows get their segment's base in _order_segments
-        order = "CASE WHEN kind = 'evt' THEN evt_num * 4 + 2 END AS ord"
-        select_state = f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns(_ROW_NAMES)}, {order} FROM {source} WHERE {state_filter}"
-        select_images = (
-            f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns(_RAW_NAMES)}, {order} FROM {source} "
-            f"WHERE kind IN ('proc', 'user', 'group', 'cgroup') "
-            f"OR (kind = 'evt' AND syscall IN {sql_list(EXEC_SYSCALLS)} AND res = 0)"
-        )
+        parent_forks = f"kind = 'evt' AND syscall IN {sql_list(FORK_SYSCALLS)} AND res > 0"
+        stats_sql = f"SELECT min(evt_num), max(evt_num), count(*) FILTER (WHERE {parent_forks}) FROM {source} WHERE kind = 'evt'"
+
+        def state_selects(first_evt: int | None) -> tuple[str, str]:
+            """The state rows and the image rows. Events at their own order; snapshot rows just before
+            the segment's first event (a segment without events: its base, set in _order_segments)."""
+            snapshot_ord = "NULL" if first_evt is None else str(int(first_evt) * 4)
+            order = f"CASE WHEN kind = 'evt' THEN evt_num * 4 + 2 ELSE {snapshot_ord} END AS ord"
+            return (
+                f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns(_ROW_NAMES)}, {order} FROM {source} WHERE {state_filter}",
+                f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns(_RAW_NAMES)}, {order} FROM {source} "
+                f"WHERE kind IN ('proc', 'user', 'group', 'cgroup') "
+                f"OR (kind = 'evt' AND syscall IN {sql_list(EXEC_SYSCALLS)} AND res = 0)",
+            )
+
         # One row per pid: its first event in the segment, a process seen
         # without fork or snapshot still resolves from it.
         select_seen = (
@@ -213,7 +229,6 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
         )
         # The parent's side of a fork, with its thread's previous event: the
         # fork began after it (see _drop_late_fork_returns).
-        parent_forks = f"kind = 'evt' AND syscall IN {sql_list(FORK_SYSCALLS)} AND res > 0"
         select_fork_prev = (
             f"SELECT f.evt_num, p.evt_num AS prev_evt FROM (SELECT tid, evt_num FROM {source} WHERE {parent_forks}) f "
             f"ASOF LEFT JOIN (SELECT tid, evt_num FROM {source} WHERE kind = 'evt' "
@@ -221,6 +236,8 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
         )
         try:
             con.execute("BEGIN")
+            stats = con.execute(stats_sql).fetchall()[0]
+            select_state, select_images = state_selects(stats[0])
             if not created:
                 con.execute(f"CREATE TABLE rows AS {select_state} UNION ALL {select_seen}")
                 con.execute(f"CREATE TABLE images AS {select_images}")
@@ -230,9 +247,6 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
             else:
                 con.execute(f"INSERT INTO rows {select_state} UNION ALL {select_seen}")
                 con.execute(f"INSERT INTO images {select_images}")
-            stats = con.execute(
-                f"SELECT min(evt_num), max(evt_num), count(*) FILTER (WHERE {parent_forks}) FROM {source} WHERE kind = 'evt'"
-            ).fetchall()[0]
             if stats[2]:
                 con.execute(f"INSERT INTO fork_prev {select_fork_prev}")
             con.execute(
@@ -242,20 +256,21 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
             con.execute("COMMIT")
             good.append(seg.name)
             parent_fork_count += stats[2]
+            eventless += stats[0] is None
         except duckdb.Error as exc:
             con.execute("ROLLBACK")
             if not created:
                 # The failed CREATE rolled back with the transaction.
                 pass
             warnings.append(f"skipping corrupt segment {seg.path}: {str(exc).splitlines()[0]}")
-    return good, parent_fork_count
+    return _Loaded(good, parent_fork_count, eventless)
 
 
 def _quote(text: str) -> str:
     return text.replace("'", "''")
 
 
-def _order_segments(con: duckdb.DuckDBPyConnection, parent_forks: int) -> None:
+def _order_segments(con: duckdb.DuckDBPyConnection, loaded: _Loaded) -> None:
     # A segment's snapshot sits just before its first event; a segment without
     # events takes the next segment's first event (or follows the last one).
     con.execute(
@@ -270,14 +285,15 @@ def _order_segments(con: duckdb.DuckDBPyConnection, parent_forks: int) -> None:
         WHERE segments.seg = b.seg
         """
     )
-    for table in ("rows", "images"):
-        con.execute(f"UPDATE {table} SET ord = s.base * 4 FROM segments s WHERE {table}.ord IS NULL AND {table}.seg = s.seg")
+    if loaded.eventless:  # the other segments' snapshot rows were ordered as they were read
+        for table in ("rows", "images"):
+            con.execute(f"UPDATE {table} SET ord = s.base * 4 FROM segments s WHERE {table}.ord IS NULL AND {table}.seg = s.seg")
     # A parent's fork return: the order its fork began after (its thread's
     # previous event in the segment; else, the segment's snapshot, where a
     # child that ran first and is still alive is listed). Never further back:
     # a build starting at a segment (a range, a follower's batch) sees no
     # further back, and an older start of the pid is a reuse, not the child.
-    if not parent_forks:
+    if not loaded.parent_forks:
         con.execute("CREATE TABLE fork_origin (fork_evt BIGINT, fork_from BIGINT)")
     else:
         con.execute(
@@ -897,6 +913,9 @@ def _copy_descriptions(con: duckdb.DuckDBPyConnection, lives: str) -> None:
 
 def _close_on_exec(con: duckdb.DuckDBPyConnection, lives: str) -> None:
     """exec closes every fd marked close-on-exec."""
+    execs = f"SELECT life_key FROM inc WHERE src = 'exec' AND life_key IN {lives}"
+    if not con.execute(f"SELECT count(*) FROM fd_state WHERE cloexec AND life IN ({execs})").fetchall()[0][0]:
+        return  # no close-on-exec fd in a life that execs
     con.execute(
         f"""
         INSERT INTO fd_state BY NAME
