@@ -159,9 +159,10 @@ def split_carry(carry: StateCarry, pids: pa.Array) -> tuple[StateCarry, StateCar
             return pc.or_(pc.not_equal(table["kind"].cast(pa.string()), schema.KIND_PROC), member)
         return member
 
-    masks = [built_rows(table) for table in (carry.snapshot, carry.fds, carry.lineage)]
-    built = StateCarry(*(table.filter(mask) for table, mask in zip((carry.snapshot, carry.fds, carry.lineage), masks)))
-    idle = StateCarry(*(table.filter(pc.invert(mask)) for table, mask in zip((carry.snapshot, carry.fds, carry.lineage), masks)))
+    tables = (carry.snapshot, carry.fds, carry.lineage)
+    masks = [built_rows(table) for table in tables]
+    built = StateCarry(*(table.filter(mask) for table, mask in zip(tables, masks)))
+    idle = StateCarry(*(table.filter(pc.invert(mask)) for table, mask in zip(tables, masks)))
     return built, idle
 
 

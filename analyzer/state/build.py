@@ -206,7 +206,8 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
             f"AND (syscall <> 'fcntl' OR arg1 IN ({F_DUPFD}, {F_DUPFD_CLOEXEC})))"
         )
         parent_forks = f"kind = 'evt' AND syscall IN {sql_list(FORK_SYSCALLS)} AND res > 0"
-        stats_sql = f"SELECT min(evt_num), max(evt_num), count(*) FILTER (WHERE {parent_forks}) FROM {source} WHERE kind = 'evt'"
+        stats_sql = (f"SELECT min(evt_num), max(evt_num), count(*) FILTER (WHERE {parent_forks}) "
+                     f"FROM {source} WHERE kind = 'evt'")
 
         def state_selects(first_evt: int | None) -> tuple[str, str]:
             """The state rows and the image rows. Events at their own order; snapshot rows just before
@@ -241,7 +242,7 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
             if not created:
                 con.execute(f"CREATE TABLE rows AS {select_state} UNION ALL {select_seen}")
                 con.execute(f"CREATE TABLE images AS {select_images}")
-                # filled only for segments with a parent's fork return (its ASOF join costs a small build more than its rows)
+                # filled only for segments with a parent's fork return (its ASOF join costs more than its rows)
                 con.execute("CREATE TABLE fork_prev (evt_num BIGINT, prev_evt BIGINT)")
                 created = True
             else:
