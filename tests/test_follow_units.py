@@ -34,7 +34,7 @@ from analyzer.follow.compact import droppable_pairs
 from analyzer.follow.scan import BatchScan, literal_arg_keys
 from analyzer.follow.follower import Follower
 from analyzer.follow.sinks import JsonlSink, StdoutSink, WebhookSink
-from analyzer.follow.state import open_connection
+from analyzer.follow.state import BatchState, events_only, merge_carry, open_connection, split_carry, touched_pids
 from analyzer.follow.source import CaptureSource
 from analyzer.hunt.engine import MATCH_ALL, bind_check, build_scan, run_hunt
 from analyzer.hunt.plan import field_sql, plan_hunt
@@ -127,6 +127,55 @@ def test_neutral_open_close_pairs_left_out_of_builds_give_the_offline_alerts(tmp
     followed, follower = follow_once(capture, default_rules, chunk_rows)
     assert follower.result.dropped > 100 and len(expected) > 5
     assert Counter(followed) == Counter(expected)
+
+
+def _built(con, work: Path, capture: Path, batch, first: int, carry):
+    """The events (fields, without the build-local process key) and the next carry of one batch."""
+    state = BatchState(con, work, capture, batch.segment, batch.rows, first, carry, [])
+    try:
+        events = con.execute(f"SELECT * EXCLUDE (_proc_key) FROM ({state.events_sql()}) ORDER BY evt_num").fetchall()
+        return events, state.carry()
+    finally:
+        state.close()
+
+
+def _carried(carry) -> tuple[list, list, list]:
+    """A carry's rows in a fixed order; lineage without the build-local keys."""
+    snapshot = carry.snapshot.to_pylist()
+    return (sorted(snapshot, key=lambda row: tuple(str(row[c]) for c in ("kind", "pid", "uid", "gid", "container_id"))),
+            carry.fds.sort_by([("pid", "ascending"), ("fd", "ascending")]).to_pylist(),
+            carry.lineage.drop_columns(["carry_key", "carry_life"]).sort_by("pid").to_pylist())
+
+
+@pytest.mark.parametrize("chunk_rows", [150, 250])
+def test_batches_built_with_only_the_processes_they_touch_resolve_and_carry_as_with_every_process(tmp_path, chunk_rows):
+    """The follower builds a batch of events with only the carried processes it touches, the idle ones
+    passing through (analyzer.follow.state.split_carry): every event's fields and the next carry must be
+    those of a build with every carried process."""
+    capture = tmp_path / "demo"
+    shutil.copytree(DEMO, capture)
+    work = tmp_path / "work"
+    work.mkdir()
+    con = open_connection(work)
+    carry, waiting, split = None, None, 0
+    for chunk in CaptureSource(capture, print, chunk_rows=chunk_rows).poll():
+        if waiting is not None:  # a snapshot goes to a build with the events after it, as in the follower
+            chunk = type(chunk)(chunk.segment, pa.concat_tables([waiting.rows, chunk.rows]))
+            waiting = None
+        if not len(chunk.event_nums):
+            waiting = chunk
+            continue
+        first = pc.min(chunk.event_nums).as_py()
+        events, full = _built(con, work, capture, chunk, first, carry)
+        if carry is not None and events_only(chunk.rows):
+            touched, idle = split_carry(carry, touched_pids(chunk.rows))
+            split_events, built = _built(con, work, capture, chunk, first, touched)
+            assert split_events == events
+            assert _carried(merge_carry(built, idle)) == _carried(full)
+            split += idle.lineage.num_rows > 0
+        carry = full
+    con.close()
+    assert split >= 3  # batches that left processes out
 
 
 def test_fields_of_exact_raw_rows_equal_the_events_view(tmp_path):

@@ -35,7 +35,16 @@ from analyzer.follow.compact import droppable_pairs
 from analyzer.follow.scan import BatchScan
 from analyzer.follow.sinks import JsonlSink
 from analyzer.follow.source import CaptureSource, Chunk
-from analyzer.follow.state import BatchState, SegmentInfo, StateCarry, events_only, open_connection
+from analyzer.follow.state import (
+    BatchState,
+    SegmentInfo,
+    StateCarry,
+    events_only,
+    merge_carry,
+    open_connection,
+    split_carry,
+    touched_pids,
+)
 from analyzer.hunt.engine import HuntRule, UnsupportedRule
 from analyzer.output import Alert, utc_offset_now
 from analyzer.state.cache import cache_dir_for
@@ -253,7 +262,11 @@ class Follower:
         assert self._con is not None and batch.first is not None
         warnings: list[str] = []
         with _Phase(self.result, "resolve"):
-            state = BatchState(self._con, workdir, self.capture_dir, batch.segment, batch.rows, batch.first, self._carry,
+            carry, idle = self._carry, None
+            if carry is not None and events_only(batch.rows):
+                # only the processes the events touch are built (analyzer.follow.state)
+                carry, idle = split_carry(carry, touched_pids(batch.rows))
+            state = BatchState(self._con, workdir, self.capture_dir, batch.segment, batch.rows, batch.first, carry,
                                warnings)
         try:
             for warning in warnings:
@@ -263,7 +276,8 @@ class Follower:
                     self._hunt(state, batch.fired)
                 self.result.scanned += 1
             with _Phase(self.result, "carry"):
-                self._carry = state.carry()
+                built = state.carry()
+                self._carry = built if idle is None else merge_carry(built, idle)
         finally:
             state.close()
         self.result.chunks += 1

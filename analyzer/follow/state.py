@@ -14,6 +14,13 @@ whose one synthetic event row sits just before the batch's first event: the
 carry precedes the batch and the new snapshot fills only what it lacks, as
 offline. The events query reads the batch file only (snapshot rows are not
 events).
+
+A build costs per statement far more than per row, and DuckDB's windows cost
+per partition (per pid): a batch of events is built with only the carried
+processes it can read or change (`split_carry`); the others, idle, pass to
+the next carry as they were (`merge_carry`). Building a process does not
+change what it carries, so this is the state a build with every carried
+process gives (tests/test_follow_units.py compares the two).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from analyzer.state.carry import (
     write_private,
 )
 from analyzer.state.inputs import Capture, Segment
+from analyzer.state.sql import FORK_SYSCALLS
 from analyzer.state.views import CaptureSource, events_sql
 from capture import schema
 
@@ -128,3 +136,41 @@ class BatchState:
 
 def events_only(rows: pa.Table) -> bool:
     return bool(pc.all(pc.equal(rows["kind"].cast(pa.string()), schema.KIND_EVENT)).as_py())
+
+
+def touched_pids(rows: pa.Table) -> pa.Array:
+    """The carried processes a batch of events can read or change: each event's process and its
+    parent (a fork's child side, an exec or a first sighting links to the parent's incarnation and
+    inherits its fds and cwd), and the child named by a parent's fork return (a vfork child that ran
+    in an earlier batch)."""
+    pid_type = rows.schema.field("pid").type
+    forks = rows.filter(pc.and_(pc.is_in(rows["syscall"].cast(pa.string()), pa.array(FORK_SYSCALLS)),
+                                pc.greater(rows["res"], 0)))
+    pids = [rows["pid"], rows["ppid"].cast(pid_type), forks["res"].cast(pid_type)]
+    return pc.unique(pa.chunked_array([chunk for column in pids for chunk in column.chunks], pid_type)).drop_null()
+
+
+def split_carry(carry: StateCarry, pids: pa.Array) -> tuple[StateCarry, StateCarry]:
+    """`carry` as (the processes in `pids`, with every user, group and container name; the other
+    processes). A process is carried as its `proc` snapshot row, its fds and its lineage row."""
+    def built_rows(table: pa.Table) -> pa.ChunkedArray:
+        member = pc.is_in(table["pid"], pids.cast(table.schema.field("pid").type))  # false for a null pid
+        if "kind" in table.column_names:  # the snapshot: the names go with the processes built
+            return pc.or_(pc.not_equal(table["kind"].cast(pa.string()), schema.KIND_PROC), member)
+        return member
+
+    tables = (carry.snapshot, carry.fds, carry.lineage)
+    masks = [built_rows(table) for table in tables]
+    built = StateCarry(*(table.filter(mask) for table, mask in zip(tables, masks)))
+    idle = StateCarry(*(table.filter(pc.invert(mask)) for table, mask in zip(tables, masks)))
+    return built, idle
+
+
+def merge_carry(built: StateCarry, idle: StateCarry) -> StateCarry:
+    """The carry of a build of `split_carry`'s first part, with the idle processes put back."""
+    is_proc = pc.equal(built.snapshot["kind"].cast(pa.string()), schema.KIND_PROC)
+    procs = pa.concat_tables([built.snapshot.filter(is_proc), idle.snapshot.cast(built.snapshot.schema)]).sort_by("pid")
+    snapshot = pa.concat_tables([procs, built.snapshot.filter(pc.invert(is_proc))])
+    fds = pa.concat_tables([built.fds, idle.fds.cast(built.fds.schema)])
+    lineage = pa.concat_tables([built.lineage, idle.lineage.cast(built.lineage.schema)]).sort_by("pid")
+    return StateCarry(snapshot, fds, lineage)

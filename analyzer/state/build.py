@@ -38,6 +38,7 @@ description and each process's ancestry and start time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import duckdb
@@ -155,10 +156,11 @@ def materialize(
     as in a build of the whole capture, it fills what events could not tell
     about the processes still alive at the end.
     """
-    good = _load_segments(con, capture, warnings)
+    loaded = _load_segments(con, capture, warnings)
+    good = loaded.names
     if good:
-        _order_segments(con)
-        _build_incarnations(con, later)
+        _order_segments(con, loaded)
+        _build_incarnations(con, later, loaded.parent_forks)
         if carried is not None:
             con.execute(
                 "UPDATE life_start SET life_start_ts = c.life_start_ts FROM ("
@@ -167,7 +169,7 @@ def materialize(
             )
         _build_ancestry(con, carried)
         _build_lives(con)
-        _build_own_rows(con, carried)
+        _build_own_rows(con, _present(con), carried)
         # the last reader of `rows`: it is dropped before the fd table grows
         _build_names(con)
         _resolve_generations(con)
@@ -176,12 +178,23 @@ def materialize(
     return good
 
 
-def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: list[str]) -> list[str]:
+@dataclass(frozen=True)
+class _Loaded:
+    """The segments read, and what the ordering steps have to do for them."""
+
+    names: list[str]
+    parent_forks: int  # parent's fork returns (without any, the fork ordering steps have nothing to do)
+    eventless: int  # segments without events (their snapshot's order is known only once all are read)
+
+
+def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: list[str]) -> _Loaded:
+    """Read the segments' state rows."""
     con.execute(
         "CREATE TABLE segments (seg INTEGER, name VARCHAR, path VARCHAR, size BIGINT, mtime_ns BIGINT, "
         "host VARCHAR, seq BIGINT, min_evt BIGINT, max_evt BIGINT, base BIGINT)"
     )
     good = []
+    parent_fork_count = eventless = 0
     created = False
     for seg_id, seg in enumerate(capture.segments):
         source = f"read_parquet('{_quote(str(seg.path))}')"
@@ -192,14 +205,22 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
             f"AND (res >= 0 OR syscall = 'procexit' OR (syscall = 'connect' AND res = -{EINPROGRESS})) "
             f"AND (syscall <> 'fcntl' OR arg1 IN ({F_DUPFD}, {F_DUPFD_CLOEXEC})))"
         )
-        # events at their own order; snapshot rows get their segment's base in _order_segments
-        order = "CASE WHEN kind = 'evt' THEN evt_num * 4 + 2 END AS ord"
-        select_state = f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns(_ROW_NAMES)}, {order} FROM {source} WHERE {state_filter}"
-        select_images = (
-            f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns(_RAW_NAMES)}, {order} FROM {source} "
-            f"WHERE kind IN ('proc', 'user', 'group', 'cgroup') "
-            f"OR (kind = 'evt' AND syscall IN {sql_list(EXEC_SYSCALLS)} AND res = 0)"
-        )
+        parent_forks = f"kind = 'evt' AND syscall IN {sql_list(FORK_SYSCALLS)} AND res > 0"
+        stats_sql = (f"SELECT min(evt_num), max(evt_num), count(*) FILTER (WHERE {parent_forks}) "
+                     f"FROM {source} WHERE kind = 'evt'")
+
+        def state_selects(first_evt: int | None) -> tuple[str, str]:
+            """The state rows and the image rows. Events at their own order; snapshot rows just before
+            the segment's first event (a segment without events: its base, set in _order_segments)."""
+            snapshot_ord = "NULL" if first_evt is None else str(int(first_evt) * 4)
+            order = f"CASE WHEN kind = 'evt' THEN evt_num * 4 + 2 ELSE {snapshot_ord} END AS ord"
+            return (
+                f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns(_ROW_NAMES)}, {order} FROM {source} WHERE {state_filter}",
+                f"SELECT {seg_id}::INTEGER AS seg, {_raw_columns(_RAW_NAMES)}, {order} FROM {source} "
+                f"WHERE kind IN ('proc', 'user', 'group', 'cgroup') "
+                f"OR (kind = 'evt' AND syscall IN {sql_list(EXEC_SYSCALLS)} AND res = 0)",
+            )
+
         # One row per pid: its first event in the segment, a process seen
         # without fork or snapshot still resolves from it.
         select_seen = (
@@ -209,7 +230,6 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
         )
         # The parent's side of a fork, with its thread's previous event: the
         # fork began after it (see _drop_late_fork_returns).
-        parent_forks = f"kind = 'evt' AND syscall IN {sql_list(FORK_SYSCALLS)} AND res > 0"
         select_fork_prev = (
             f"SELECT f.evt_num, p.evt_num AS prev_evt FROM (SELECT tid, evt_num FROM {source} WHERE {parent_forks}) f "
             f"ASOF LEFT JOIN (SELECT tid, evt_num FROM {source} WHERE kind = 'evt' "
@@ -217,38 +237,41 @@ def _load_segments(con: duckdb.DuckDBPyConnection, capture: Capture, warnings: l
         )
         try:
             con.execute("BEGIN")
+            stats = con.execute(stats_sql).fetchall()[0]
+            select_state, select_images = state_selects(stats[0])
             if not created:
                 con.execute(f"CREATE TABLE rows AS {select_state} UNION ALL {select_seen}")
                 con.execute(f"CREATE TABLE images AS {select_images}")
-                con.execute(f"CREATE TABLE fork_prev AS {select_fork_prev}")
+                # filled only for segments with a parent's fork return (its ASOF join costs more than its rows)
+                con.execute("CREATE TABLE fork_prev (evt_num BIGINT, prev_evt BIGINT)")
                 created = True
             else:
                 con.execute(f"INSERT INTO rows {select_state} UNION ALL {select_seen}")
                 con.execute(f"INSERT INTO images {select_images}")
+            if stats[2]:
                 con.execute(f"INSERT INTO fork_prev {select_fork_prev}")
-            stats = con.execute(
-                f"SELECT min(evt_num), max(evt_num) FROM {source} WHERE kind = 'evt'"
-            ).fetchall()[0]
             con.execute(
                 "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                 [seg_id, seg.name, str(seg.path), seg.size, seg.mtime_ns, seg.host, seg.seq, stats[0], stats[1]],
             )
             con.execute("COMMIT")
             good.append(seg.name)
+            parent_fork_count += stats[2]
+            eventless += stats[0] is None
         except duckdb.Error as exc:
             con.execute("ROLLBACK")
             if not created:
                 # The failed CREATE rolled back with the transaction.
                 pass
             warnings.append(f"skipping corrupt segment {seg.path}: {str(exc).splitlines()[0]}")
-    return good
+    return _Loaded(good, parent_fork_count, eventless)
 
 
 def _quote(text: str) -> str:
     return text.replace("'", "''")
 
 
-def _order_segments(con: duckdb.DuckDBPyConnection) -> None:
+def _order_segments(con: duckdb.DuckDBPyConnection, loaded: _Loaded) -> None:
     # A segment's snapshot sits just before its first event; a segment without
     # events takes the next segment's first event (or follows the last one).
     con.execute(
@@ -263,22 +286,26 @@ def _order_segments(con: duckdb.DuckDBPyConnection) -> None:
         WHERE segments.seg = b.seg
         """
     )
-    for table in ("rows", "images"):
-        con.execute(f"UPDATE {table} SET ord = s.base * 4 FROM segments s WHERE {table}.ord IS NULL AND {table}.seg = s.seg")
+    if loaded.eventless:  # the other segments' snapshot rows were ordered as they were read
+        for table in ("rows", "images"):
+            con.execute(f"UPDATE {table} SET ord = s.base * 4 FROM segments s WHERE {table}.ord IS NULL AND {table}.seg = s.seg")
     # A parent's fork return: the order its fork began after (its thread's
     # previous event in the segment; else, the segment's snapshot, where a
     # child that ran first and is still alive is listed). Never further back:
     # a build starting at a segment (a range, a follower's batch) sees no
     # further back, and an older start of the pid is a reuse, not the child.
-    con.execute(
-        f"""
+    if not loaded.parent_forks:
+        con.execute("CREATE TABLE fork_origin (fork_evt BIGINT, fork_from BIGINT)")
+    else:
+        con.execute(
+            f"""
         CREATE TABLE fork_origin AS
         SELECT r.evt_num AS fork_evt, coalesce(fp.prev_evt * 4 + 2, s.base * 4) AS fork_from
         FROM (SELECT seg, evt_num FROM rows WHERE kind = 'evt' AND syscall IN {sql_list(FORK_SYSCALLS)} AND res > 0) r
         JOIN segments s USING (seg)
         LEFT JOIN fork_prev fp ON fp.evt_num = r.evt_num
         """
-    )
+        )
     con.execute("DROP TABLE fork_prev")
 
 
@@ -289,7 +316,7 @@ _IMAGE = (
 _NO_IMAGE = ", ".join(f"NULL AS {c}" for c in _IMAGE.split(", "))
 
 
-def _build_incarnations(con: duckdb.DuckDBPyConnection, later: str | None = None) -> None:
+def _build_incarnations(con: duckdb.DuckDBPyConnection, later: str | None, parent_forks: int) -> None:
     """Process incarnations from fork/exec/exit and the soft starts (snapshot, first sighting)."""
     forks, execs = sql_list(FORK_SYSCALLS), sql_list(EXEC_SYSCALLS)
     common = "ts, seg, comm, uid, gid, container_id, cgroup_id, cwd"
@@ -320,7 +347,8 @@ def _build_incarnations(con: duckdb.DuckDBPyConnection, later: str | None = None
         FROM rows WHERE kind = 'evt' AND syscall = 'procexit' AND pid = tid
         """
     )
-    _drop_late_fork_returns(con)
+    if parent_forks:
+        _drop_late_fork_returns(con)
     # A fork or exec always starts an image; a snapshot row or a first
     # sighting only when no process is known to be alive with that pid (they
     # fill gaps, never duplicate); an exit ends the current one.
@@ -493,22 +521,9 @@ def _build_ancestry(con: duckdb.DuckDBPyConnection, carried: Carried | None = No
         SELECT * FROM down
         """
     )
-    con.execute(
-        f"""
-        INSERT INTO ancestry BY NAME
-        WITH RECURSIVE anc(key, depth, akey, seen) AS (
-            SELECT key, 1, key, [key] FROM inc WHERE key NOT IN (SELECT key FROM ancestry)
-            UNION ALL
-            SELECT a.key, a.depth + 1, p.parent_key, list_append(a.seen, p.parent_key)
-            FROM anc a JOIN inc p ON p.key = a.akey
-            WHERE p.parent_key IS NOT NULL AND NOT list_contains(a.seen, p.parent_key)
-              AND a.depth < {_MAX_GENERATIONS})
-        SELECT a.key, {", ".join(f"list({value(t='p')} ORDER BY a.depth) AS {name}" for name, value in own.items())},
-               arg_max(a.akey, a.depth) AS _top
-        FROM anc a JOIN inc p ON p.key = a.akey
-        GROUP BY a.key
-        """
-    )
+    unreached = con.execute("SELECT count(*) FROM inc WHERE key NOT IN (SELECT key FROM ancestry)").fetchall()[0][0]
+    if unreached:
+        _walk_looping_chains(con, own)
     if carried is not None:
         # A chain that reaches a carried process goes on with its carried ancestry.
         con.execute(
@@ -525,6 +540,26 @@ def _build_ancestry(con: duckdb.DuckDBPyConnection, carried: Carried | None = No
         UPDATE ancestry SET sname = CASE WHEN anc_sid[1] IS NOT NULL THEN anc_name[coalesce(
             list_position(list_transform(anc_sid, lambda s: s IS DISTINCT FROM anc_sid[1]), true) - 1,
             len(anc_name))] END;
+        """
+    )
+
+
+def _walk_looping_chains(con: duckdb.DuckDBPyConnection, own: dict[str, Callable[..., str]]) -> None:
+    """Ancestry of the incarnations no root reaches: each walks up its chain until it repeats."""
+    con.execute(
+        f"""
+        INSERT INTO ancestry BY NAME
+        WITH RECURSIVE anc(key, depth, akey, seen) AS (
+            SELECT key, 1, key, [key] FROM inc WHERE key NOT IN (SELECT key FROM ancestry)
+            UNION ALL
+            SELECT a.key, a.depth + 1, p.parent_key, list_append(a.seen, p.parent_key)
+            FROM anc a JOIN inc p ON p.key = a.akey
+            WHERE p.parent_key IS NOT NULL AND NOT list_contains(a.seen, p.parent_key)
+              AND a.depth < {_MAX_GENERATIONS})
+        SELECT a.key, {", ".join(f"list({value(t='p')} ORDER BY a.depth) AS {name}" for name, value in own.items())},
+               arg_max(a.akey, a.depth) AS _top
+        FROM anc a JOIN inc p ON p.key = a.akey
+        GROUP BY a.key
         """
     )
 
@@ -567,58 +602,61 @@ def _with_life(select: str) -> str:
     )
 
 
-def _build_own_rows(con: duckdb.DuckDBPyConnection, carried: Carried | None = None) -> None:
-    """The cwd and fd changes each life makes itself (inheritance comes later)."""
-    carried_fds = "" if carried is None else f"""
-            UNION ALL
-            -- fds carried in already resolved, at the first segment's snapshot
-            SELECT c.pid, s.base * 4, c.ts, c.fd, 'snap', c.type, c.raw, NULL, NULL, c.cloexec,
-                   c.sock_family, c.sock_type, c.sock_proto, c.lip, c.lport, c.rip, c.rport, c.is_server, c.name
-            FROM {carried.fds} c, (SELECT base FROM segments WHERE seg = 0) s"""
-    con.execute(
-        "CREATE TABLE cwd_own AS "
-        + _with_life(
-            f"""
+def _present(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    """The row kinds and syscalls `rows` holds."""
+    return frozenset(value for row in con.execute("SELECT DISTINCT kind, syscall FROM rows").fetchall()
+                     for value in row if value is not None)
+
+
+def _union(branches: list[tuple[tuple[str, ...], str]], present: frozenset[str]) -> str:
+    """UNION ALL of the branches that can have rows: the first (its columns are typed as the union's)
+    and those reading a syscall or row kind that `present` holds. A branch left out would select
+    nothing; binding it costs a small build more than the rows it reads."""
+    return "\nUNION ALL\n".join(sql for n, (reads, sql) in enumerate(branches) if n == 0 or present.intersection(reads))
+
+
+def _build_own_rows(con: duckdb.DuckDBPyConnection, present: frozenset[str], carried: Carried | None = None) -> None:
+    """The cwd and fd changes each life makes itself (inheritance comes later). `present`: the row
+    kinds and syscalls `rows` holds."""
+    cwd_changes = [
+        ((), """
             SELECT pid, ord, 0 AS sub, cwd AS value, true AS absolute, NULL::INTEGER AS via_fd FROM rows
-            WHERE kind = 'proc' AND cwd IS NOT NULL
-            UNION ALL
+            WHERE kind = 'proc' AND cwd IS NOT NULL"""),
+        (EXEC_SYSCALLS, f"""
             SELECT pid, ord, 0, cwd, true, NULL FROM rows
-            WHERE kind = 'evt' AND syscall IN {sql_list(EXEC_SYSCALLS)} AND res = 0 AND cwd IS NOT NULL
-            UNION ALL
+            WHERE kind = 'evt' AND syscall IN {sql_list(EXEC_SYSCALLS)} AND res = 0 AND cwd IS NOT NULL"""),
+        (("chdir",), """
             SELECT pid, ord, 1, path, starts_with(path, '/'), NULL FROM rows
-            WHERE kind = 'evt' AND syscall = 'chdir' AND res = 0 AND path IS NOT NULL
-            UNION ALL
+            WHERE kind = 'evt' AND syscall = 'chdir' AND res = 0 AND path IS NOT NULL"""),
+        (("fchdir",), """
             -- fchdir: the directory fd's name, filled in once the fd table is known
             SELECT pid, ord, 1, NULL, true, fd FROM rows
-            WHERE kind = 'evt' AND syscall = 'fchdir' AND res = 0 AND fd IS NOT NULL
-            """
-        )
-    )
+            WHERE kind = 'evt' AND syscall = 'fchdir' AND res = 0 AND fd IS NOT NULL"""),
+    ]
+    con.execute("CREATE TABLE cwd_own AS " + _with_life(_union(cwd_changes, present)))
     sock_cols = "sock_family, sock_type, sock_proto"
-    con.execute(
-        "CREATE TABLE fd_own AS "
-        + _with_life(
-            f"""
+    fd_changes = [
+        (OPEN_SYSCALLS, f"""
             -- files: the name is resolved later (it needs the cwd or the dirfd)
             SELECT pid, ord, ts, res::INTEGER AS fd, 'open' AS op,
                    CASE WHEN (coalesce(flags, 0) & {O_DIRECTORY}) <> 0 THEN 'directory' ELSE 'file' END AS type,
                    path AS raw, coalesce(dirfd, {AT_FDCWD}) AS dirfd, NULL::INTEGER AS src_fd,
                    (coalesce(flags, 0) & {O_CLOEXEC}) <> 0 AS cloexec,
                    NULL::SMALLINT AS sock_family, NULL::INTEGER AS sock_type, NULL::INTEGER AS sock_proto,
-                   NULL AS lip, NULL::INTEGER AS lport, NULL AS rip, NULL::INTEGER AS rport,
-                   NULL::BOOLEAN AS is_server, NULL AS name
-            FROM rows WHERE kind = 'evt' AND syscall IN {sql_list(OPEN_SYSCALLS)} AND res >= 0
-            UNION ALL
+                   NULL::VARCHAR AS lip, NULL::INTEGER AS lport, NULL::VARCHAR AS rip, NULL::INTEGER AS rport,
+                   NULL::BOOLEAN AS is_server, NULL::VARCHAR AS name
+            FROM rows WHERE kind = 'evt' AND syscall IN {sql_list(OPEN_SYSCALLS)} AND res >= 0"""),
+        (("memfd_create",), """
             SELECT pid, ord, ts, res::INTEGER, 'open', 'memfd', path, NULL, NULL,
                    (coalesce(flags, 0) & 1) <> 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                    'memfd:' || coalesce(path, '')
-            FROM rows WHERE kind = 'evt' AND syscall = 'memfd_create' AND res >= 0
-            UNION ALL
+            FROM rows WHERE kind = 'evt' AND syscall = 'memfd_create' AND res >= 0"""),
+        (("socket",), f"""
             SELECT pid, ord, ts, res::INTEGER, 'open', trace_sock_fdtype(sock_family), NULL, NULL, NULL,
                    (coalesce(sock_type, 0) & {O_CLOEXEC}) <> 0, {sock_cols},
                    NULL, NULL, NULL, NULL, NULL, CASE WHEN sock_family IN (2, 10) THEN NULL ELSE '' END
-            FROM rows WHERE kind = 'evt' AND syscall = 'socket' AND res >= 0
-            UNION ALL
+            FROM rows WHERE kind = 'evt' AND syscall = 'socket' AND res >= 0"""),
+        (("pipe", "pipe2", "socketpair"), f"""
             SELECT pid, ord, ts, unnest([fd, fd2]), 'open', CASE syscall WHEN 'socketpair' THEN 'unix' ELSE 'pipe' END,
                    NULL, NULL, NULL, (coalesce(flags, 0) & {O_CLOEXEC}) <> 0
                        OR (coalesce(sock_type, 0) & {O_CLOEXEC}) <> 0,
@@ -626,33 +664,33 @@ def _build_own_rows(con: duckdb.DuckDBPyConnection, carried: Carried | None = No
                    -- libsinsp names a pipe pipe:[inode]; the capture has no inode
                    CASE syscall WHEN 'socketpair' THEN '' END
             FROM rows WHERE kind = 'evt' AND syscall IN ('pipe', 'pipe2', 'socketpair') AND res = 0
-                 AND fd IS NOT NULL AND fd2 IS NOT NULL
-            UNION ALL
+                 AND fd IS NOT NULL AND fd2 IS NOT NULL"""),
+        (("accept", "accept4"), f"""
             -- accept: a new fd on the server side of the connection
             SELECT pid, ord, ts, res::INTEGER, 'accept', trace_sock_fdtype(sock_family), NULL, NULL, fd,
                    (coalesce(flags, 0) & {O_CLOEXEC}) <> 0, {sock_cols},
                    local_ip, local_port, addr_ip, addr_port, true,
                    CASE WHEN sock_family = 1 THEN coalesce(addr_path, '') END
-            FROM rows WHERE kind = 'evt' AND syscall IN ('accept', 'accept4') AND res >= 0
-            UNION ALL
+            FROM rows WHERE kind = 'evt' AND syscall IN ('accept', 'accept4') AND res >= 0"""),
+        (("dup", "dup2", "dup3", "fcntl"), f"""
             -- dup*: the new fd gets a copy of the old fd's description
             SELECT pid, ord, ts, res::INTEGER, 'dup', NULL, NULL, NULL, fd,
                    (syscall = 'dup3' AND (coalesce(flags, 0) & {O_CLOEXEC}) <> 0)
                        OR (syscall = 'fcntl' AND arg1 = {F_DUPFD_CLOEXEC}),
                    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
             FROM rows WHERE kind = 'evt' AND res >= 0 AND fd IS NOT NULL AND res <> fd
-                 AND (syscall IN ('dup', 'dup2', 'dup3') OR (syscall = 'fcntl' AND arg1 IN ({F_DUPFD}, {F_DUPFD_CLOEXEC})))
-            UNION ALL
+                 AND (syscall IN ('dup', 'dup2', 'dup3') OR (syscall = 'fcntl' AND arg1 IN ({F_DUPFD}, {F_DUPFD_CLOEXEC})))"""),
+        (("connect",), f"""
             -- connect: the same fd, now with its connection tuple (client side)
             SELECT pid, ord, ts, fd, 'connect', NULL, NULL, NULL, fd, NULL, sock_family, NULL, NULL,
                    local_ip, local_port, addr_ip, addr_port, false,
                    CASE WHEN sock_family = 1 THEN addr_path END
-            FROM rows WHERE kind = 'evt' AND syscall = 'connect' AND (res = 0 OR res = -{EINPROGRESS}) AND fd IS NOT NULL
-            UNION ALL
+            FROM rows WHERE kind = 'evt' AND syscall = 'connect' AND (res = 0 OR res = -{EINPROGRESS}) AND fd IS NOT NULL"""),
+        (("close",), """
             SELECT pid, ord + 1, ts, fd, 'close', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                    NULL, NULL, NULL, NULL, NULL, NULL
-            FROM rows WHERE kind = 'evt' AND syscall = 'close' AND res = 0 AND fd IS NOT NULL
-            UNION ALL
+            FROM rows WHERE kind = 'evt' AND syscall = 'close' AND res = 0 AND fd IS NOT NULL"""),
+        (("fd",), f"""
             -- what /proc said at the segment start; the role of an established
             -- socket is not in /proc: the side with the lower port is taken as the server
             SELECT pid, ord, ts, fd, 'snap', trace_snapshot_fdtype(path, sock_family, flags), path, NULL, NULL,
@@ -660,10 +698,16 @@ def _build_own_rows(con: duckdb.DuckDBPyConnection, carried: Carried | None = No
                    local_ip, local_port, addr_ip, addr_port,
                    CASE WHEN sock_family IN (2, 10) THEN coalesce(addr_port, 0) = 0 OR local_port < addr_port END,
                    CASE WHEN sock_family IN (2, 10) THEN NULL ELSE path END
-            FROM rows WHERE kind = 'fd' AND fd IS NOT NULL{carried_fds}
-            """
-        )
-    )
+            FROM rows WHERE kind = 'fd' AND fd IS NOT NULL"""),
+    ]
+    if carried is not None:
+        fd_changes.append((("carried",), f"""
+            -- fds carried in already resolved, at the first segment's snapshot
+            SELECT c.pid, s.base * 4, c.ts, c.fd, 'snap', c.type, c.raw, NULL, NULL, c.cloexec,
+                   c.sock_family, c.sock_type, c.sock_proto, c.lip, c.lport, c.rip, c.rport, c.is_server, c.name
+            FROM {carried.fds} c, (SELECT base FROM segments WHERE seg = 0) s"""))
+        present = present | {"carried"}
+    con.execute("CREATE TABLE fd_own AS " + _with_life(_union(fd_changes, present)))
     con.execute("CREATE TABLE cwd_state (life BIGINT, ord BIGINT, cwd VARCHAR, via_fd INTEGER)")
     con.execute(
         "CREATE TABLE fd_state AS SELECT *, NULL::BIGINT AS id, NULL::BIGINT AS src_id, "
@@ -672,23 +716,43 @@ def _build_own_rows(con: duckdb.DuckDBPyConnection, carried: Carried | None = No
     con.execute("CREATE SEQUENCE fd_ids")
 
 
+@dataclass(frozen=True)
+class _Work:
+    """What the steps that only some captures need have to do (a step with nothing to do is skipped:
+    a build of a few rows pays per statement, not per row)."""
+
+    fchdirs: bool  # cwd changes through an fd
+    dirfds: bool  # *at() opens relative to a directory fd
+    execs: bool  # exec (closes the close-on-exec fds)
+
+
 def _resolve_generations(con: duckdb.DuckDBPyConnection) -> None:
-    max_gen = con.execute("SELECT coalesce(max(gen), 0) FROM life_gen").fetchall()[0][0]
+    max_gen, fchdirs, dirfds, execs = con.execute(
+        f"""SELECT (SELECT coalesce(max(gen), 0) FROM life_gen),
+                   (SELECT count(*) FROM cwd_own WHERE via_fd IS NOT NULL),
+                   -- fd_state's dirfds are fd_own's, copied by inheritance
+                   (SELECT count(*) FROM fd_own WHERE dirfd <> {AT_FDCWD}),
+                   (SELECT count(*) FROM inc WHERE src = 'exec')"""
+    ).fetchall()[0]
+    work = _Work(fchdirs > 0, dirfds > 0, execs > 0)
     for gen in range(max_gen + 1):
         _resolve_cwd(con, gen)
-        _resolve_fds(con, gen)
-        _resolve_fchdir(con, gen)
+        _resolve_fds(con, gen, work)
+        if work.fchdirs:
+            _resolve_fchdir(con, gen)
     # libsinsp names an IP socket client->server; a listening or unconnected
     # one by its local endpoint.
-    con.execute(
-        """
+    ip_fds = "type IN ('ipv4', 'ipv6') AND op <> 'close'"
+    if con.execute(f"SELECT count(*) FROM fd_state WHERE {ip_fds}").fetchall()[0][0]:
+        con.execute(
+            f"""
         UPDATE fd_state SET name = CASE
             WHEN rip IS NULL OR (coalesce(rport, 0) = 0 AND rip IN ('0.0.0.0', '::')) THEN trace_endpoint(lip, lport)
             WHEN is_server THEN trace_endpoint(rip, rport) || '->' || trace_endpoint(lip, lport)
             ELSE trace_endpoint(lip, lport) || '->' || trace_endpoint(rip, rport) END
-        WHERE type IN ('ipv4', 'ipv6') AND op <> 'close'
+        WHERE {ip_fds}
         """
-    )
+        )
     con.execute("DROP TABLE cwd_own")
     con.execute("DROP TABLE fd_own")
     con.execute("DROP SEQUENCE fd_ids")
@@ -741,7 +805,7 @@ def _resolve_fchdir(con: duckdb.DuckDBPyConnection, gen: int) -> None:
     )
 
 
-def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
+def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int, work: _Work) -> None:
     # Every join below is on the life: reading only this generation's rows
     # (and its parents') keeps each statement to what it can match.
     lives = f"(SELECT life FROM life_gen WHERE gen = {gen})"
@@ -778,7 +842,7 @@ def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
         """
     )
     # *at() opens relative to a directory fd, itself perhaps opened that way.
-    for _ in range(_MAX_DIRFD_PASSES):
+    for _ in range(_MAX_DIRFD_PASSES if work.dirfds else 0):
         changed = con.execute(
             f"""
             UPDATE fd_state SET name = r.name FROM (
@@ -794,6 +858,18 @@ def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
             break
     # dup and connect copy the description of the fd they act on: find it,
     # then copy along chains (connect then dup2 onto 0, 1, 2).
+    if _unresolved(con):
+        _copy_descriptions(con, lives)
+    if work.execs:
+        _close_on_exec(con, lives)
+
+
+def _unresolved(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute("SELECT count(*) FROM fd_state WHERE NOT resolved").fetchall()[0][0]
+
+
+def _copy_descriptions(con: duckdb.DuckDBPyConnection, lives: str) -> None:
+    """dup, connect and accept rows take the description of the fd they act on, along chains."""
     con.execute(
         f"""
         UPDATE fd_state SET src_id = r.sid FROM (
@@ -832,9 +908,15 @@ def _resolve_fds(con: duckdb.DuckDBPyConnection, gen: int) -> None:
             WHERE fd_state.id = s.id
             """
         ).fetchall()[0][0]
-        if not changed:
+        if not changed or not _unresolved(con):
             break
-    # exec closes every fd marked close-on-exec.
+
+
+def _close_on_exec(con: duckdb.DuckDBPyConnection, lives: str) -> None:
+    """exec closes every fd marked close-on-exec."""
+    execs = f"SELECT life_key FROM inc WHERE src = 'exec' AND life_key IN {lives}"
+    if not con.execute(f"SELECT count(*) FROM fd_state WHERE cloexec AND life IN ({execs})").fetchall()[0][0]:
+        return  # no close-on-exec fd in a life that execs
     con.execute(
         f"""
         INSERT INTO fd_state BY NAME
