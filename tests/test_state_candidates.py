@@ -176,9 +176,9 @@ def test_the_hunt_resolves_candidates_alone_only_when_the_raw_rows_rule_out_most
         _build(directory, 10**9)
         with open_captures([str(directory)]) as cs:
             install_runtime(cs.con)
-            source = hunt_source(cs, rule)
+            source = hunt_source(cs, rule, field_sql)
             assert source.typed > 0
-            assert (source.relation == "hunt_events") == resolved_alone, (directory, source)
+            assert source.alone == resolved_alone, (directory, source)
             if resolved_alone:
                 assert source.candidates <= source.typed / 3
                 assert cs.con.execute("SELECT count(*) FROM hunt_events").fetchall()[0][0] == source.candidates
