@@ -191,23 +191,24 @@ def _sql_str(text: str) -> str:
 
 @dataclass(frozen=True)
 class EvtArgsSql:
-    raws: str  # LIST(VARCHAR) of every slot's raw string, computed once per row
+    raws: str  # LIST(VARCHAR) of every slot's raw string (NULL where the row's syscall lacks it)
     resolveds: str  # LIST(VARCHAR) of every slot's resolved string
     evt_map: Callable[[str, str], str]  # (raws column, resolveds column) -> `_evt_args`
-    evt_text: Callable[[str, str], str]  # -> `evt.args`
+    evt_text: Callable[[str, str], str]  # (raws list, resolveds list) -> `evt.args`
 
 
 def evt_args_sql(ctx: ArgContext, keys: Collection[str] | None = None) -> EvtArgsSql:
     """The `_evt_args` MAP and the `evt.args` string.
 
-    Every distinct renderer becomes one *slot* (a raw and a resolved string
-    computed per row); a constant map from syscall to its (name, slot) list
+    Every distinct renderer becomes one *slot* (a raw and a resolved string,
+    rendered on the rows of the syscalls that have it); a constant map from
+    syscall to its (name, slot) list
     picks and orders them. The SQL stays small whatever the number of event
     types, which keeps binding the `events` view fast.
 
     `keys`: only the parameters of those names (a query that looks up a few
     `_evt_args` keys binds a fraction of the renderers); `evt.args` is then
-    incomplete, so a caller passing `keys` must not read it.
+    incomplete: render it from a call without `keys`.
     """
     slots: dict[tuple[str, str], int] = {}
     users: dict[int, list[str]] = {}  # slot -> the syscalls that read it
