@@ -202,9 +202,9 @@ def evt_args_sql(ctx: ArgContext, keys: Collection[str] | None = None) -> EvtArg
 
     Every distinct renderer becomes one *slot* (a raw and a resolved string,
     rendered on the rows of the syscalls that have it); a constant map from
-    syscall to its (name, slot) list
-    picks and orders them. The SQL stays small whatever the number of event
-    types, which keeps binding the `events` view fast.
+    syscall to its (name, slot) list picks and orders them. The SQL stays
+    small whatever the number of event types, which keeps binding the
+    `events` view fast.
 
     `keys`: only the parameters of those names (a query that looks up a few
     `_evt_args` keys binds a fraction of the renderers); `evt.args` is then
