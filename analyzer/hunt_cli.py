@@ -146,7 +146,7 @@ def hunt(captures, rules_files, since, until, rule_names, tags, match, output_fo
             return QueryProgress(con, sys.stderr, label) if show_progress else contextlib.nullcontext()
 
         with progress("selecting"):
-            source = hunt_source(capture_set, runnable)
+            source = hunt_source(capture_set, runnable, checked.sql_for)
         # the candidate events alone when few (analyzer.hunt.candidates), else the events view
         scan = build_scan(runnable, match=match, field_sql=checked.sql_for, relation=source.relation)
         run = run_hunt(con, scan, utc_offset=utc_offset_now())

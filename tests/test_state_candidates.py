@@ -22,7 +22,7 @@ import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from analyzer.hunt.candidates import candidate_select, hunt_source
+from analyzer.hunt.candidates import candidate_select, hunt_source, scan_reads
 from analyzer.hunt.engine import MATCH_ALL, MATCH_FIRST, bind_check, build_scan, run_hunt
 from analyzer.hunt.plan import default_rules_files, field_sql, plan_hunt
 from analyzer.sql.compiler import install_runtime
@@ -103,15 +103,22 @@ def _assert_candidates_resolve_like_events(directory: Path) -> None:
         assert not diff, f"events view, event {row[names.index('evt_num')]}: (view, one build) {diff}"
 
 
-def _alerts(directory: Path, rules: list[str], candidates: bool, match: str) -> list[tuple[str, int, str]]:
+def _alerts(directory: Path, rules: list[str], source: str, match: str) -> list[tuple[str, int, str]]:
+    """The alerts of a scan of `source`: the whole `events` view, or as `trace hunt` reads it,
+    narrowed to the columns and `_evt_args` keys the scan reads, over every event ("narrowed")
+    or over the candidates resolved alone ("candidates")."""
     plan = plan_hunt(rules)
     with open_captures([str(directory)]) as cs:
         con = cs.con
         install_runtime(con)
-        relation = cs.candidate_view("hunt_events") if candidates else "events"
-        checked = bind_check(con, plan.runnable, field_sql, relation=relation)
+        checked = bind_check(con, plan.runnable, field_sql)
+        relation = "events"
+        if source != "events":
+            columns, keys = scan_reads(cs, checked.rules, checked.sql_for)
+            view = cs.candidate_view if source == "candidates" else cs.events_view
+            relation = view("hunt_events", columns, keys)
         scan = build_scan(checked.rules, match=match, field_sql=checked.sql_for, relation=relation)
-        if candidates:
+        if source == "candidates":
             cs.fill_candidates(candidate_select(checked.rules))
         return sorted((a.rule, a.evt_num, a.output) for a in run_hunt(con, scan, utc_offset=0).alerts())
 
@@ -121,8 +128,9 @@ def _assert_same_alerts(directory: Path) -> int:
     total = 0
     for rules in ([str(FALCO_RULES)], [str(p) for p in default_rules_files()]):
         for match in (MATCH_FIRST, MATCH_ALL):
-            whole = _alerts(directory, rules, False, match)
-            assert _alerts(directory, rules, True, match) == whole
+            whole = _alerts(directory, rules, "events", match)
+            assert _alerts(directory, rules, "narrowed", match) == whole
+            assert _alerts(directory, rules, "candidates", match) == whole
             total += len(whole)
     return total
 
@@ -176,9 +184,9 @@ def test_the_hunt_resolves_candidates_alone_only_when_the_raw_rows_rule_out_most
         _build(directory, 10**9)
         with open_captures([str(directory)]) as cs:
             install_runtime(cs.con)
-            source = hunt_source(cs, rule)
+            source = hunt_source(cs, rule, field_sql)
             assert source.typed > 0
-            assert (source.relation == "hunt_events") == resolved_alone, (directory, source)
+            assert source.alone == resolved_alone, (directory, source)
             if resolved_alone:
                 assert source.candidates <= source.typed / 3
                 assert cs.con.execute("SELECT count(*) FROM hunt_events").fetchall()[0][0] == source.candidates

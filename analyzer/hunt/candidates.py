@@ -13,13 +13,14 @@ it keeps), so a busy host's opens of ordinary files never reach the state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from analyzer.fields.catalog import sql_string
 from analyzer.follow.candidates import EXACT_ROW, SIGNATURE_COLUMNS, exact_fields_sql, exact_prefilter
-from analyzer.follow.scan import arg_keys, candidate_types
-from analyzer.hunt.engine import HuntRule, scan_prefilter
+from analyzer.follow.scan import arg_keys, candidate_types, identifiers, literal_arg_keys
+from analyzer.hunt.engine import HuntRule, build_scan, scan_prefilter
+from analyzer.output import OutputField
 from analyzer.state import CaptureSet
 from analyzer.state.candidates import CandidateSelect
 
@@ -56,22 +57,38 @@ CANDIDATE_SHARE = 1 / 3
 
 @dataclass(frozen=True)
 class HuntSource:
-    relation: str  # what the scan reads: the candidates' view, or `events`
+    relation: str  # what the scan reads: the candidates' rows or the `events` rows (both narrowed)
     typed: int  # raw event rows of the rules' evt.types
-    candidates: int  # of those, the ones the raw test keeps (resolved when relation is the candidates')
+    candidates: int  # of those, the ones the raw test keeps
+    alone: bool  # the candidates resolved alone (else `relation` is over every event)
 
 
-def hunt_source(capture_set: CaptureSet, rules: Sequence[HuntRule], name: str = "hunt_events") -> HuntSource:
+def scan_reads(capture_set: CaptureSet, rules: Sequence[HuntRule],
+               field_sql: Callable[[OutputField], str | None]) -> tuple[list[str], frozenset[str] | None]:
+    """The `events` columns the scan of `rules` reads, and of `_evt_args` the keys it looks up
+    (None: it reads the map otherwise, so every parameter)."""
+    sql = build_scan(rules, field_sql=field_sql).sql
+    available = [row[0] for row in capture_set.con.execute("DESCRIBE SELECT * FROM events").fetchall()]
+    named = identifiers(sql)
+    columns = [column for column in available if column in named]
+    return columns, (literal_arg_keys(sql) if "_evt_args" in columns else frozenset())
+
+
+def hunt_source(capture_set: CaptureSet, rules: Sequence[HuntRule], field_sql: Callable[[OutputField], str | None],
+                name: str = "hunt_events") -> HuntSource:
     """The relation to scan for `rules`: their candidate events, resolved alone, when the raw
     rows rule out most of the rows of their evt.types; else the `events` view (whose scan
-    pushes the evt.type test into the Parquet read and the prefilters below the joins)."""
+    pushes the evt.type test into the Parquet read and the prefilters below the joins).
+    Either holds only the columns and `_evt_args` keys the scan reads (`field_sql`: the
+    output fields' SQL)."""
+    columns, keys = scan_reads(capture_set, rules, field_sql)
     select = candidate_select(rules)
     types = candidate_types(rules)
     typed_sql = "true" if types is None else "syscall IN (" + ", ".join(sql_string(t) for t in sorted(types)) + ")"
     typed = capture_set.count_raw(lambda raw: f"SELECT * FROM ({raw}) WHERE {typed_sql}")
     candidates = capture_set.count_raw(select)
     if candidates > typed * CANDIDATE_SHARE:
-        return HuntSource("events", typed, candidates)
-    relation = capture_set.candidate_view(name)
+        return HuntSource(capture_set.events_view(name, columns, keys), typed, candidates, False)
+    relation = capture_set.candidate_view(name, columns, keys)
     capture_set.fill_candidates(select)
-    return HuntSource(relation, typed, candidates)
+    return HuntSource(relation, typed, candidates, True)

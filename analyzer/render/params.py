@@ -191,25 +191,27 @@ def _sql_str(text: str) -> str:
 
 @dataclass(frozen=True)
 class EvtArgsSql:
-    raws: str  # LIST(VARCHAR) of every slot's raw string, computed once per row
+    raws: str  # LIST(VARCHAR) of every slot's raw string (NULL where the row's syscall lacks it)
     resolveds: str  # LIST(VARCHAR) of every slot's resolved string
     evt_map: Callable[[str, str], str]  # (raws column, resolveds column) -> `_evt_args`
-    evt_text: Callable[[str, str], str]  # -> `evt.args`
+    evt_text: Callable[[str, str], str]  # (raws list, resolveds list) -> `evt.args`
 
 
 def evt_args_sql(ctx: ArgContext, keys: Collection[str] | None = None) -> EvtArgsSql:
     """The `_evt_args` MAP and the `evt.args` string.
 
-    Every distinct renderer becomes one *slot* (a raw and a resolved string
-    computed per row); a constant map from syscall to its (name, slot) list
-    picks and orders them. The SQL stays small whatever the number of event
-    types, which keeps binding the `events` view fast.
+    Every distinct renderer becomes one *slot* (a raw and a resolved string,
+    rendered on the rows of the syscalls that have it); a constant map from
+    syscall to its (name, slot) list picks and orders them. The SQL stays
+    small whatever the number of event types, which keeps binding the
+    `events` view fast.
 
     `keys`: only the parameters of those names (a query that looks up a few
     `_evt_args` keys binds a fraction of the renderers); `evt.args` is then
-    incomplete, so a caller passing `keys` must not read it.
+    incomplete: render it from a call without `keys`.
     """
     slots: dict[tuple[str, str], int] = {}
+    users: dict[int, list[str]] = {}  # slot -> the syscalls that read it
     spec: dict[str, list[tuple[str, int]]] = {}
     for syscall, params in PARAMS.items():
         for pname, render in params:
@@ -218,13 +220,23 @@ def evt_args_sql(ctx: ArgContext, keys: Collection[str] | None = None) -> EvtArg
             raw, resolved = render(ctx)
             slot = slots.setdefault((raw, resolved or "NULL::VARCHAR"), len(slots) + 1)
             spec.setdefault(syscall, []).append((pname, slot))
-    raws = "[" + ", ".join(f"({raw})::VARCHAR" for raw, _ in slots) + "]"
-    resolveds = "[" + ", ".join(f"({resolved})::VARCHAR" for _, resolved in slots) + "]"
+            if syscall not in users.setdefault(slot, []):
+                users[slot].append(syscall)
+
+    def guarded(slot: int, expr: str) -> str:
+        # A row reads only its own syscall's slots: DuckDB evaluates a CASE branch on the
+        # rows that reach it, so each renderer runs on the rows of the syscalls that use it.
+        return (f"CASE WHEN {ctx.col('syscall')} IN ({', '.join(_sql_str(s) for s in users[slot])}) "
+                f"THEN ({expr})::VARCHAR END")
+
+    raws = "[" + ", ".join(guarded(i, raw) for (raw, _), i in slots.items()) + "]"
+    resolveds = "[" + ", ".join(guarded(i, resolved) for (_, resolved), i in slots.items()) + "]"
     entries = ", ".join(
         f"{_sql_str(syscall)}: [" + ", ".join(f"{{'n': {_sql_str(n)}, 'i': {i}}}" for n, i in params) + "]"
         for syscall, params in spec.items()
     )
     params = f"coalesce(map_extract_value(MAP {{{entries}}}, {ctx.col('syscall')}), [])"
+    indexes = f"list_transform({params}, lambda p: p.i)"
     return EvtArgsSql(
         raws,
         resolveds,
@@ -232,8 +244,11 @@ def evt_args_sql(ctx: ArgContext, keys: Collection[str] | None = None) -> EvtArg
             f"map_from_entries(list_transform({params}, lambda p: "
             f"{{'k': p.n, 'v': coalesce(nullif({res}[p.i], ''), {raw}[p.i])}}))"
         ),
+        # the lists are picked from outside the lambda: `raw` and `res` may be the slot
+        # expressions themselves, evaluated then once per row, not once per parameter
         lambda raw, res: (
-            f"array_to_string(list_transform({params}, lambda p: p.n || '=' || coalesce({raw}[p.i], '') "
-            f"|| coalesce('(' || nullif({res}[p.i], '') || ')', '')), ' ')"
+            f"array_to_string(list_transform(list_zip({params}, list_select({raw}, {indexes}), "
+            f"list_select({res}, {indexes})), lambda t: t[1].n || '=' || coalesce(t[2], '') "
+            f"|| coalesce('(' || nullif(t[3], '') || ')', '')), ' ')"
         ),
     )

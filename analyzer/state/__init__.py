@@ -10,9 +10,10 @@ Public API (used by `trace hunt`, `trace query` and `trace report`)::
         cs.warnings    # segments skipped (corrupt, truncated, unknown schema)
         cs.captures    # the Capture objects (directory, segments)
 
+    cs.events_view("hunt_events", columns, arg_keys)  # `events` narrowed to what a scan reads
     # a hunt resolves its candidate events only (analyzer/state/candidates.py)
     cs.count_raw(select)               # how many raw event rows select(raw rows SQL) picks
-    cs.candidate_view("hunt_events")   # the events columns, over no row yet
+    cs.candidate_view("hunt_events", columns, arg_keys)  # those columns, over no row yet
     cs.fill_candidates(select)         # select(raw rows SQL) -> the candidate rows SQL
 
 `open_captures(paths, since=None, until=None, *, con=None) -> CaptureSet`
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,10 +63,19 @@ class CaptureSet:
     since: int | None = None
     until: int | None = None
 
-    def candidate_view(self, name: str) -> str:
-        """A view `name` with the `events` view's columns over the keyed rows that
-        `fill_candidates` adds (none yet): rules and fields bind against it."""
-        selects = [candidate_events_sql(self.con, src, i, self.since, self.until) for i, src in enumerate(self.sources)]
+    def events_view(self, name: str, columns: Collection[str] | None, arg_keys: Collection[str] | None) -> str:
+        """A view `name` over the `events` rows with only `columns` (None: all) and, of
+        `_evt_args`, only the `arg_keys` parameters (None: all): a scan reads no more."""
+        selects = [events_sql(src, self.since, self.until, columns, arg_keys) for src in self.sources]
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS " + " UNION ALL ".join(selects))
+        return name
+
+    def candidate_view(self, name: str, columns: Collection[str] | None = None,
+                       arg_keys: Collection[str] | None = None) -> str:
+        """A view `name` with the `events` view's columns (as `events_view` narrows them) over
+        the keyed rows that `fill_candidates` adds (none yet): rules and fields bind against it."""
+        selects = [candidate_events_sql(self.con, src, i, self.since, self.until, columns, arg_keys)
+                   for i, src in enumerate(self.sources)]
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS " + " UNION ALL ".join(selects))
         return name
 

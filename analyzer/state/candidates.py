@@ -16,7 +16,7 @@ tests/test_state_candidates.py checks every field against `events`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 
 import duckdb
@@ -56,7 +56,8 @@ def count_raw(con: duckdb.DuckDBPyConnection, src: CaptureSource, since: int | N
 
 
 def candidate_events_sql(con: duckdb.DuckDBPyConnection, src: CaptureSource, index: int,
-                         since: int | None, until: int | None) -> str:
+                         since: int | None, until: int | None, columns: Collection[str] | None = None,
+                         arg_keys: Collection[str] | None = None) -> str:
     """The `events` query over the candidates of capture `index`: its segments' rows joined by
     `evt_num` (unique in a capture) to the candidates' keys, and the state reached in a schema
     holding only the candidates' rows of it; tables created empty here (rules bind against the
@@ -71,7 +72,7 @@ def candidate_events_sql(con: duckdb.DuckDBPyConnection, src: CaptureSource, ind
         con.execute(f"CREATE OR REPLACE VIEW {schema}.{table} AS SELECT * FROM {src.alias}.{table}")
     rows = (f"SELECT r.*, k.timeline_id, k.fd_id FROM ({_raw_events(src, since, until)}) r "
             f"JOIN {keys} k ON k.evt_num = r.evt_num")
-    return events_sql(replace(src, alias=schema), since, until, rows=rows)
+    return events_sql(replace(src, alias=schema), since, until, columns, arg_keys, rows=rows)
 
 
 def key_events(con: duckdb.DuckDBPyConnection, state: str, events: str, keys: str) -> None:
