@@ -93,6 +93,8 @@ _FIELDS32 = {
 
 def _fields_held(fields: dict[int, int], held: int) -> list[int]:
     return sorted(row for row, bits in fields.items() if not bits or bits & held)
+
+
 _NO_REMOTE_FROM_SOCKET = {sc.BY_NAME[n].nr for n in ("bind", "listen", "socket")}
 
 
