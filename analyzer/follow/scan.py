@@ -61,7 +61,7 @@ def literal_arg_keys(sql: str) -> frozenset[str] | None:
     return frozenset(keys) if sql.count('"_evt_args"') == len(keys) else None
 
 
-def _columns_read(sql: str, available: Sequence[str]) -> list[str]:
+def columns_read(sql: str, available: Sequence[str]) -> list[str]:
     """The columns of `available` that `sql` names (over-inclusion is harmless)."""
     named = identifiers(sql)
     return [column for column in available if column in named]
@@ -113,12 +113,12 @@ class BatchScan:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {ROWS_TABLE} AS SELECT {self._full.select} FROM {events} LIMIT 0")
         try:
             con.execute(f"EXPLAIN {self._full.scan.sql}").fetchall()
-        except duckdb.Error as exc:  # a column the compiled SQL reads in a way _columns_read missed
+        except duckdb.Error as exc:  # a column the compiled SQL reads in a way columns_read missed
             raise TraceError(f"the follower's batch table lacks a column the rules read: {exc}") from exc
 
     def _plan(self, rules: Sequence[HuntRule]) -> _Plan:
         over_view = build_scan(rules, match=self._match, field_sql=self.checked.sql_for)
-        copied = _columns_read(over_view.sql, self._available)
+        copied = columns_read(over_view.sql, self._available)
         select = ", ".join(_quote(column) for column in copied)
         # What a copied event must pass: its evt.type in some rule's set; on
         # big batches also the rules' event-level prefilters (under load most
@@ -130,7 +130,7 @@ class BatchScan:
         where_big = "" if prefilter is None else f" WHERE {prefilter}"
         # What the copy reads of the events query: binding all of it costs a
         # small batch ~0.2 s (analyzer.state.views.events_sql narrows it).
-        columns = tuple(_columns_read(" ".join((select, where_small, where_big)), self._available))
+        columns = tuple(columns_read(" ".join((select, where_small, where_big)), self._available))
         # Of `_evt_args`, only the keys the rules and filters look up: its
         # renderers for every syscall were most of the copy's binding. The
         # whole map when something reads it otherwise (evt.arg[N], evt.args).

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from analyzer.fields.catalog import sql_string
 from analyzer.follow.candidates import EXACT_ROW, SIGNATURE_COLUMNS, exact_fields_sql, exact_prefilter
-from analyzer.follow.scan import arg_keys, candidate_types, identifiers, literal_arg_keys
+from analyzer.follow.scan import arg_keys, candidate_types, columns_read, literal_arg_keys
 from analyzer.hunt.engine import HuntRule, build_scan, scan_prefilter
 from analyzer.output import OutputField
 from analyzer.state import CaptureSet
@@ -69,8 +69,7 @@ def scan_reads(capture_set: CaptureSet, rules: Sequence[HuntRule],
     (None: it reads the map otherwise, so every parameter)."""
     sql = build_scan(rules, field_sql=field_sql).sql
     available = [row[0] for row in capture_set.con.execute("DESCRIBE SELECT * FROM events").fetchall()]
-    named = identifiers(sql)
-    columns = [column for column in available if column in named]
+    columns = columns_read(sql, available)
     return columns, (literal_arg_keys(sql) if "_evt_args" in columns else frozenset())
 
 
