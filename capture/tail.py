@@ -40,6 +40,7 @@ import pyarrow as pa
 
 from capture import schema as capture_schema
 from capture.fsutil import create_private_file
+from capture.nulls import NullColumns
 
 TAIL_NAME = "current.arrows"
 META_SEGMENT_NAME = b"trace.segment_name"
@@ -138,7 +139,7 @@ class TailReader:
         self._units: bool | None = None  # the layout, known from the first schema message
         self._single_stream: pa.ipc.RecordBatchStreamReader | None = None
         self._single_batches = 0
-        self._nulls: dict[str, pa.Array] = {}  # per left-out column: all-null rows to slice from
+        self._nulls = NullColumns()
         self._positions: dict[tuple[str, ...], list[int | None]] = {}  # per unit layout: each column's place in it
         self.schema: pa.Schema | None = None
         self.finished = False
@@ -211,7 +212,7 @@ class TailReader:
         """Units of one layout as batches of the capture schema: the columns they left out as nulls.
 
         Expanded a run of units at a time: each column handled from Python
-        costs ~1.5 us, ~60 of them a batch, as much as the null buffers."""
+        costs ~1.5 us, ~60 of them a batch. The nulls share one zero buffer."""
         layout = units[0].schema
         if self.schema is None:
             metadata = {k: v for k, v in layout.metadata.items() if k != META_TAIL_UNITS}
@@ -225,16 +226,8 @@ class TailReader:
             positions = self._positions[tuple(layout.names)] = [place.get(f.name) for f in self.schema]
         held = pa.Table.from_batches(units)
         rows = held.num_rows
-        columns = [self._null_column(f, rows) if i is None else held.column(i) for f, i in zip(self.schema, positions)]
+        columns = [self._nulls.column(f.name, rows) if i is None else held.column(i) for f, i in zip(self.schema, positions)]
         return pa.Table.from_arrays(columns, schema=self.schema).to_batches()
-
-    def _null_column(self, field: pa.Field, rows: int) -> pa.Array:
-        """`rows` nulls, sliced from an array kept per column: allocating and zeroing fresh
-        buffers for every left-out column of every batch cost more than the LZ4 it saves."""
-        nulls = self._nulls.get(field.name)
-        if nulls is None or len(nulls) < rows:
-            nulls = self._nulls[field.name] = pa.nulls(max(rows, 2 * len(nulls) if nulls is not None else 0), field.type)
-        return nulls.slice(0, rows)
 
     def close(self) -> None:
         self._arrow_file.close()
