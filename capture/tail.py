@@ -11,7 +11,7 @@ messages that a follower can read while it grows. The protocol
   record batch, i.e. a small IPC stream without end-of-stream. A unit holds
   only the columns that have a value in some row of the batch: most
   columns are null in most event rows, and writing (and LZ4-compressing)
-  their zero-filled buffers cost ~40 % of the tail (session 5). Every
+  their zero-filled buffers cost 30-40 % of the tail (session 5). Every
   unit's schema carries the segment's metadata (`trace.segment_seq`,
   `trace.segment_name`, and `trace.tail_units`, which tells this layout from
   the single stream written before it); the rows are exactly the segment's
