@@ -164,9 +164,8 @@ class TailReader:
             if self._single_stream is None:
                 self._single_stream = pa.ipc.open_stream(self._arrow_file)
                 self.schema = self._single_stream.schema
-            self._ready = [self._single_stream.read_next_batch() for _ in range(self._single_batches)]
+            batches = [self._single_stream.read_next_batch() for _ in range(self._single_batches)]
             self._single_batches = 0
-            batches, self._ready = self._ready, []
             return batches
         units, self._ready = self._ready, []
         batches = []
