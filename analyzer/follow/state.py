@@ -116,11 +116,12 @@ class BatchState:
             self.close()
             raise
 
-    def events_sql(self, columns: Collection[str] | None = None, arg_keys: Collection[str] | None = None) -> str:
+    def events_sql(self, columns: Collection[str] | None = None, arg_keys: Collection[str] | None = None,
+                   arg_syscalls: Collection[str] | None = None) -> str:
         """The `events` view's query over this batch, narrowed to `columns` and `_evt_args` to `arg_keys`
-        (analyzer.state.views.events_sql). Not a view: creating one binds the whole wide query (~0.1 s),
-        and the scan binds it again anyway."""
-        return events_sql(self._source, None, None, columns, arg_keys=arg_keys)
+        of `arg_syscalls` (analyzer.state.views.events_sql). Not a view: creating one binds the whole
+        wide query (~0.1 s), and the scan binds it again anyway."""
+        return events_sql(self._source, None, None, columns, arg_keys=arg_keys, arg_syscalls=arg_syscalls)
 
     def carry(self) -> StateCarry:
         """The state at the end of this batch, for the next one."""
