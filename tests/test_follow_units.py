@@ -139,6 +139,19 @@ def _built(con, work: Path, capture: Path, batch, first: int, carry):
         state.close()
 
 
+def _batches(capture: Path, chunk_rows: int):
+    """(chunk, its first evt_num) as the follower builds them: a snapshot with the events after it."""
+    waiting = None
+    for chunk in CaptureSource(capture, print, chunk_rows=chunk_rows).poll():
+        if waiting is not None:
+            chunk = type(chunk)(chunk.segment, pa.concat_tables([waiting.rows, chunk.rows]))
+            waiting = None
+        if not len(chunk.event_nums):
+            waiting = chunk
+            continue
+        yield chunk, pc.min(chunk.event_nums).as_py()
+
+
 def _carried(carry) -> tuple[list, list, list]:
     """A carry's rows in a fixed order; lineage without the build-local keys."""
     snapshot = carry.snapshot.to_pylist()
@@ -148,25 +161,21 @@ def _carried(carry) -> tuple[list, list, list]:
 
 
 @pytest.mark.parametrize("chunk_rows", [150, 250])
-def test_batches_built_with_only_the_processes_they_touch_resolve_and_carry_as_with_every_process(tmp_path, chunk_rows):
+def test_batches_built_with_only_the_processes_they_touch_resolve_and_carry_as_with_every_process(
+        tmp_path, chunk_rows, monkeypatch):
     """The follower builds a batch of events with only the carried processes it touches, the idle ones
-    passing through (analyzer.follow.state.split_carry): every event's fields and the next carry must be
-    those of a build with every carried process."""
+    passing through (analyzer.follow.state.split_carry), and a small batch with DuckDB's optimizer off:
+    every event's fields and the next carry must be those of an optimized build with every carried process."""
     capture = tmp_path / "demo"
     shutil.copytree(DEMO, capture)
     work = tmp_path / "work"
     work.mkdir()
     con = open_connection(work)
-    carry, waiting, split = None, None, 0
-    for chunk in CaptureSource(capture, print, chunk_rows=chunk_rows).poll():
-        if waiting is not None:  # a snapshot goes to a build with the events after it, as in the follower
-            chunk = type(chunk)(chunk.segment, pa.concat_tables([waiting.rows, chunk.rows]))
-            waiting = None
-        if not len(chunk.event_nums):
-            waiting = chunk
-            continue
-        first = pc.min(chunk.event_nums).as_py()
+    carry, split = None, 0
+    for chunk, first in _batches(capture, chunk_rows):
+        monkeypatch.setattr("analyzer.follow.state.UNOPTIMIZED_MAX_ROWS", 0)
         events, full = _built(con, work, capture, chunk, first, carry)
+        monkeypatch.setattr("analyzer.follow.state.UNOPTIMIZED_MAX_ROWS", 10**9)
         if carry is not None and events_only(chunk.rows):
             touched, idle = split_carry(carry, touched_pids(chunk.rows))
             split_events, built = _built(con, work, capture, chunk, first, touched)

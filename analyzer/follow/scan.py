@@ -30,6 +30,7 @@ import duckdb
 
 from analyzer.errors import TraceError
 from analyzer.fields.catalog import sql_string
+from analyzer.follow.state import UNOPTIMIZED_MAX_ROWS, optimizer_off
 from analyzer.hunt.engine import BindCheck, HuntRule, Scan, bind_check, build_scan, run_hunt, scan_prefilter
 from analyzer.hunt.plan import field_sql
 from analyzer.output import Alert
@@ -174,13 +175,11 @@ class BatchScan:
             return []
         where = plan.where_big if rows >= PREFILTER_MIN_ROWS else plan.where_small
         con.execute(f"DELETE FROM {ROWS_TABLE}")
-        con.execute(f"INSERT INTO {ROWS_TABLE} ({plan.select}) SELECT {plan.select} "
-                    f"FROM ({events_sql(plan.columns, plan.arg_keys, plan.arg_syscalls)}) events{where}")
-        con.execute("PRAGMA disable_optimizer")
-        try:
+        with optimizer_off(con, rows < UNOPTIMIZED_MAX_ROWS):  # as the batch was built
+            con.execute(f"INSERT INTO {ROWS_TABLE} ({plan.select}) SELECT {plan.select} "
+                        f"FROM ({events_sql(plan.columns, plan.arg_keys, plan.arg_syscalls)}) events{where}")
+        with optimizer_off(con):
             return list(run_hunt(con, self._prepared_scan(con, plan.scan), utc_offset=utc_offset).alerts())
-        finally:
-            con.execute("PRAGMA enable_optimizer")
 
     def _prepared_scan(self, con: duckdb.DuckDBPyConnection, scan: Scan) -> Scan:
         """`scan` run as a statement prepared once (with the optimizer off, as it runs). DuckDB binds a
