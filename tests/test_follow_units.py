@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from analyzer.follow.candidates import EXACT_FIELDS, CandidateTest, exact_fields_sql, open_arg_names
 from analyzer.follow.checkpoint import Checkpoint
 from analyzer.follow.compact import droppable_pairs
-from analyzer.follow.scan import BatchScan, literal_arg_keys
+from analyzer.follow.scan import BatchScan, candidate_types, literal_arg_keys
 from analyzer.follow.follower import Follower
 from analyzer.follow.sinks import JsonlSink, StdoutSink, WebhookSink
 from analyzer.follow.state import BatchState, events_only, merge_carry, open_connection, split_carry, touched_pids
@@ -139,6 +139,19 @@ def _built(con, work: Path, capture: Path, batch, first: int, carry):
         state.close()
 
 
+def _batches(capture: Path, chunk_rows: int):
+    """(chunk, its first evt_num) as the follower builds them: a snapshot with the events after it."""
+    waiting = None
+    for chunk in CaptureSource(capture, print, chunk_rows=chunk_rows).poll():
+        if waiting is not None:
+            chunk = type(chunk)(chunk.segment, pa.concat_tables([waiting.rows, chunk.rows]))
+            waiting = None
+        if not len(chunk.event_nums):
+            waiting = chunk
+            continue
+        yield chunk, pc.min(chunk.event_nums).as_py()
+
+
 def _carried(carry) -> tuple[list, list, list]:
     """A carry's rows in a fixed order; lineage without the build-local keys."""
     snapshot = carry.snapshot.to_pylist()
@@ -148,25 +161,21 @@ def _carried(carry) -> tuple[list, list, list]:
 
 
 @pytest.mark.parametrize("chunk_rows", [150, 250])
-def test_batches_built_with_only_the_processes_they_touch_resolve_and_carry_as_with_every_process(tmp_path, chunk_rows):
+def test_batches_built_with_only_the_processes_they_touch_resolve_and_carry_as_with_every_process(
+        tmp_path, chunk_rows, monkeypatch):
     """The follower builds a batch of events with only the carried processes it touches, the idle ones
-    passing through (analyzer.follow.state.split_carry): every event's fields and the next carry must be
-    those of a build with every carried process."""
+    passing through (analyzer.follow.state.split_carry), and a small batch with DuckDB's optimizer off:
+    every event's fields and the next carry must be those of an optimized build with every carried process."""
     capture = tmp_path / "demo"
     shutil.copytree(DEMO, capture)
     work = tmp_path / "work"
     work.mkdir()
     con = open_connection(work)
-    carry, waiting, split = None, None, 0
-    for chunk in CaptureSource(capture, print, chunk_rows=chunk_rows).poll():
-        if waiting is not None:  # a snapshot goes to a build with the events after it, as in the follower
-            chunk = type(chunk)(chunk.segment, pa.concat_tables([waiting.rows, chunk.rows]))
-            waiting = None
-        if not len(chunk.event_nums):
-            waiting = chunk
-            continue
-        first = pc.min(chunk.event_nums).as_py()
+    carry, split = None, 0
+    for chunk, first in _batches(capture, chunk_rows):
+        monkeypatch.setattr("analyzer.follow.state.UNOPTIMIZED_MAX_ROWS", 0)
         events, full = _built(con, work, capture, chunk, first, carry)
+        monkeypatch.setattr("analyzer.follow.state.UNOPTIMIZED_MAX_ROWS", 10**9)
         if carry is not None and events_only(chunk.rows):
             touched, idle = split_carry(carry, touched_pids(chunk.rows))
             split_events, built = _built(con, work, capture, chunk, first, touched)
@@ -220,10 +229,11 @@ def demo_events(tmp_path_factory):
         yield cs.con, source, columns
 
 
-def _differences(con, narrow: str, differ: list[str]) -> int:
-    """Rows where `narrow` (an events query) disagrees with full_events by any of `differ` (or lacks a row)."""
+def _differences(con, narrow: str, differ: list[str], full: str = "full_events") -> int:
+    """Rows where `narrow` (an events query) disagrees with `full` (full_events' rows) by any of `differ`
+    (or lacks a row)."""
     return con.execute(
-        f"SELECT count(*) FROM full_events f FULL JOIN ({narrow}) n USING (_segment, evt_num) "
+        f"SELECT count(*) FROM {full} f FULL JOIN ({narrow}) n USING (_segment, evt_num) "
         "WHERE " + " OR ".join(["f.ts IS NULL", "n._segment IS NULL", *differ])
     ).fetchall()[0][0]
 
@@ -259,13 +269,19 @@ def test_property_events_query_narrowed_to_any_columns_gives_the_full_querys_val
     assert narrowed_differences(con, source, chosen) == 0
 
 
-def narrowed_arg_differences(con, source, keys) -> int:
-    """Rows where `_evt_args` narrowed to `keys` disagrees with the full map on a lookup of any of them,
-    or `evt.args` beside it (rendered apart, in full) with the full query's."""
-    narrow = views.events_sql(source, None, None, ["_segment", "evt_num", "_evt_args", "evt.args"], arg_keys=keys)
+def narrowed_arg_differences(con, source, keys, syscalls=None) -> int:
+    """Rows where `_evt_args` narrowed to `keys` (of `syscalls`: on their rows) disagrees with the full map
+    on a lookup of any of them, or `evt.args` beside it (rendered apart, in full) with the full query's."""
+    narrow = views.events_sql(source, None, None, ["_segment", "evt_num", "evt.type", "_evt_args", "evt.args"],
+                              arg_keys=keys, arg_syscalls=syscalls)
+    full = "full_events"
+    if syscalls is not None:
+        kept = ' WHERE "evt.type" IN (' + ", ".join(sql_string(t) for t in sorted(syscalls)) + ")"
+        narrow, full = f"SELECT * FROM ({narrow}){kept}", f"(SELECT * FROM full_events{kept})"
     return _differences(con, narrow,
                         ['f."evt.args" IS DISTINCT FROM n."evt.args"']
-                        + [f"f._evt_args[{sql_string(k)}] IS DISTINCT FROM n._evt_args[{sql_string(k)}]" for k in keys])
+                        + [f"f._evt_args[{sql_string(k)}] IS DISTINCT FROM n._evt_args[{sql_string(k)}]" for k in keys],
+                        full)
 
 
 def test_evt_args_narrowed_to_the_keys_the_rules_read_gives_the_full_maps_values(demo_events, rules):
@@ -273,6 +289,10 @@ def test_evt_args_narrowed_to_the_keys_the_rules_read_gives_the_full_maps_values
     scan = BatchScan(con, plan_hunt(rules).runnable, match=MATCH_ALL, events_sql=views.events_sql(source, None, None))
     assert scan.arg_keys is not None and {"name", "flags"} <= scan.arg_keys
     assert narrowed_arg_differences(con, source, scan.arg_keys) == 0
+    # and to the syscalls of the rules' types, on the rows the copy keeps
+    syscalls = candidate_types(scan.checked.rules)
+    assert syscalls is not None and "openat" in syscalls
+    assert narrowed_arg_differences(con, source, scan.arg_keys, syscalls) == 0
     # the map read otherwise than by a literal key: the whole map
     assert literal_arg_keys('"_evt_args"[\'name\'] = \'x\' AND "_evt_args"[\'fd\'] IS NULL') == {"name", "fd"}
     assert literal_arg_keys('map_values("_evt_args")[2] = \'x\' OR "_evt_args"[\'name\'] = \'y\'') is None
@@ -284,7 +304,9 @@ def test_property_evt_args_narrowed_to_any_keys_gives_the_full_maps_values(demo_
     con, source, _ = demo_events
     names = sorted({name for params in PARAMS.values() for name, _ in params})
     keys = data.draw(st.sets(st.sampled_from(names), min_size=1, max_size=6))
-    assert narrowed_arg_differences(con, source, keys) == 0
+    present = sorted(row[0] for row in con.execute('SELECT DISTINCT "evt.type" FROM full_events').fetchall())
+    syscalls = data.draw(st.none() | st.sets(st.sampled_from(present), min_size=1, max_size=4))
+    assert narrowed_arg_differences(con, source, keys, syscalls) == 0
 
 
 def test_rules_a_chunk_may_fire_hold_every_rule_it_fires_offline_and_no_more_than_its_types_allow(tmp_path, rules):

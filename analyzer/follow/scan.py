@@ -8,10 +8,13 @@ those that pass the rules' event-level prefilters) are copied, with only the
 columns the compiled rules and outputs read, into one temp table created
 once; the scan then reads that table with the optimizer off (a
 single-table scan has nothing to gain from it, and optimizing the CASE was
-most of its cost). A batch without a candidate event is not scanned at all,
-and a batch is scanned with only the rules its candidates may fire
-(analyzer.follow.candidates): the scan and the copy bind in proportion to
-the rules and the columns they read.
+most of its cost). Each rule subset's scan is a statement prepared once and
+executed per batch: the rows table never changes shape, and the hunt
+engine's lazy `con.sql(...)` would bind the CASE twice per batch. A batch
+without a candidate event is not scanned at all, and a batch is scanned with
+only the rules its candidates may fire (analyzer.follow.candidates): the
+scan and the copy bind in proportion to the rules and the columns they read;
+the copy renders event parameters of those rules' syscalls only.
 
 The scan's SQL and its output are the hunt engine's own (analyzer.hunt.engine),
 so alerts are exactly those of an offline hunt.
@@ -21,12 +24,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import duckdb
 
 from analyzer.errors import TraceError
 from analyzer.fields.catalog import sql_string
+from analyzer.follow.state import UNOPTIMIZED_MAX_ROWS, optimizer_off
 from analyzer.hunt.engine import BindCheck, HuntRule, Scan, bind_check, build_scan, run_hunt, scan_prefilter
 from analyzer.hunt.plan import field_sql
 from analyzer.output import Alert
@@ -80,6 +84,7 @@ class _Plan:
     select: str  # the copied columns, quoted, in the rows table's order
     columns: tuple[str, ...]  # what the copy reads of the events query
     arg_keys: frozenset[str] | None  # of `_evt_args`, the keys read (None: the whole map)
+    arg_syscalls: frozenset[str] | None  # the syscalls whose parameters are rendered (None: all)
     where_small: str
     where_big: str
 
@@ -109,6 +114,7 @@ class BatchScan:
         self._positions = tuple(position[id(rule)] for rule in checked.rules)
         self._full = self._plan(checked.rules)
         self._plans: dict[frozenset[int], _Plan] = {frozenset(self._positions): self._full}
+        self._prepared: dict[str, str] = {}  # a scan's SQL -> the name of its prepared statement
         self.columns, self.arg_keys = self._full.columns, self._full.arg_keys
         con.execute(f"CREATE OR REPLACE TEMP TABLE {ROWS_TABLE} AS SELECT {self._full.select} FROM {events} LIMIT 0")
         try:
@@ -138,7 +144,9 @@ class BatchScan:
         if "_evt_args" in columns and "evt.args" not in columns:
             arg_keys = literal_arg_keys(" ".join((over_view.sql, where_small, where_big)))
         scan = build_scan(rules, match=self._match, field_sql=self.checked.sql_for, relation=ROWS_TABLE)
-        return _Plan(scan, select, columns, arg_keys, where_small, where_big)
+        # Both filters keep only events of the rules' types (scan_prefilter starts with that test):
+        # only their syscalls' parameters are rendered, each renderer costing binding time.
+        return _Plan(scan, select, columns, arg_keys, types, where_small, where_big)
 
     def _plan_for(self, fired: Collection[int] | None) -> _Plan | None:
         """The plan of the runnable rules among `fired` (positions in the rules given; None: all);
@@ -156,20 +164,33 @@ class BatchScan:
                 [rule for rule, position in zip(self.checked.rules, self._positions) if position in key])
         return plan
 
-    def alerts(self, con: duckdb.DuckDBPyConnection, events_sql: Callable[[Collection[str], Collection[str] | None], str],
+    def alerts(self, con: duckdb.DuckDBPyConnection,
+               events_sql: Callable[[Collection[str], Collection[str] | None, Collection[str] | None], str],
                rows: int, *, utc_offset: int, fired: Collection[int] | None = None) -> list[Alert]:
-        """The alerts of the batch of `rows` rows in event order. `events_sql(columns, arg_keys)`: the
-        events view's query over the batch, narrowed (analyzer.state.views.events_sql); `fired`: the
-        rules (positions in the rules given) that some event of the batch may fire, None: any."""
+        """The alerts of the batch of `rows` rows in event order. `events_sql(columns, arg_keys,
+        arg_syscalls)`: the events view's query over the batch, narrowed (analyzer.state.views.events_sql);
+        `fired`: the rules (positions in the rules given) that some event of the batch may fire, None: any."""
         plan = self._plan_for(fired)
         if plan is None:
             return []
         where = plan.where_big if rows >= PREFILTER_MIN_ROWS else plan.where_small
         con.execute(f"DELETE FROM {ROWS_TABLE}")
-        con.execute(f"INSERT INTO {ROWS_TABLE} ({plan.select}) SELECT {plan.select} "
-                    f"FROM ({events_sql(plan.columns, plan.arg_keys)}) events{where}")
-        con.execute("PRAGMA disable_optimizer")
-        try:
-            return list(run_hunt(con, plan.scan, utc_offset=utc_offset).alerts())
-        finally:
-            con.execute("PRAGMA enable_optimizer")
+        with optimizer_off(con, rows < UNOPTIMIZED_MAX_ROWS):  # as the batch was built
+            con.execute(f"INSERT INTO {ROWS_TABLE} ({plan.select}) SELECT {plan.select} "
+                        f"FROM ({events_sql(plan.columns, plan.arg_keys, plan.arg_syscalls)}) events{where}")
+        with optimizer_off(con):
+            return list(run_hunt(con, self._prepared_scan(con, plan.scan), utc_offset=utc_offset).alerts())
+
+    def _prepared_scan(self, con: duckdb.DuckDBPyConnection, scan: Scan) -> Scan:
+        """`scan` run as a statement prepared once (with the optimizer off, as it runs). DuckDB binds a
+        prepared statement again by itself when the catalog it read changed, so this is always the
+        answer of `scan.sql`."""
+        name = self._prepared.get(scan.sql)
+        if name is None:
+            if len(self._prepared) >= _MAX_PLANS:
+                for stale in self._prepared.values():
+                    con.execute(f"DEALLOCATE {stale}")
+                self._prepared.clear()
+            name = self._prepared[scan.sql] = f"follow_scan_{len(self._prepared)}"
+            con.execute(f"PREPARE {name} AS {scan.sql}")
+        return replace(scan, sql=f"EXECUTE {name}")

@@ -21,12 +21,19 @@ processes it can read or change (`split_carry`); the others, idle, pass to
 the next carry as they were (`merge_carry`). Building a process does not
 change what it carries, so this is the state a build with every carried
 process gives (tests/test_follow_units.py compares the two).
+
+A small batch is built (and its carry read) with DuckDB's optimizer off:
+optimizing costs each of the builder's ~70 statements a few ms whatever its
+size, ~15 % of a probe batch's build, and over a few hundred rows any plan
+runs fast. The optimizer changes how a statement runs, not its answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import duckdb
@@ -53,6 +60,9 @@ from capture import schema
 
 _CARRIED = "_carried"  # prefix of the carry's views (analyzer.state.carry.register_carried)
 _BATCH_SCHEMA = "follow_batch"
+# Batches of fewer rows are built unoptimized. Bounded because a plan as written can be
+# quadratic (no join reordering or filter pushdown): a backlog's big batches keep the optimizer.
+UNOPTIMIZED_MAX_ROWS = 1_000
 
 
 @dataclass(frozen=True)
@@ -109,22 +119,30 @@ class BatchState:
         con.execute(f"DROP SCHEMA IF EXISTS {self._schema} CASCADE")
         con.execute(f"CREATE SCHEMA {self._schema}")
         con.execute(f"USE {self._schema}")
+        self.small = rows.num_rows < UNOPTIMIZED_MAX_ROWS
         try:
-            materialize(con, capture, warnings, register_carried(con, carry, _CARRIED))
+            with optimizer_off(con, self.small):
+                materialize(con, capture, warnings, register_carried(con, carry, _CARRIED))
             self._source = CaptureSource(self._schema, (batch_path,), (segment.host,), capture.id_prefix)
         except BaseException:
             self.close()
             raise
 
-    def events_sql(self, columns: Collection[str] | None = None, arg_keys: Collection[str] | None = None) -> str:
+    def events_sql(self, columns: Collection[str] | None = None, arg_keys: Collection[str] | None = None,
+                   arg_syscalls: Collection[str] | None = None) -> str:
         """The `events` view's query over this batch, narrowed to `columns` and `_evt_args` to `arg_keys`
-        (analyzer.state.views.events_sql). Not a view: creating one binds the whole wide query (~0.1 s),
-        and the scan binds it again anyway."""
-        return events_sql(self._source, None, None, columns, arg_keys=arg_keys)
+        of `arg_syscalls` (analyzer.state.views.events_sql). Not a view: creating one binds the whole
+        wide query (~0.1 s), and the scan binds it again anyway."""
+        def frozen(names: Collection[str] | None) -> frozenset[str] | None:
+            return None if names is None else frozenset(names)
+
+        return _events_sql(self._source, None if columns is None else tuple(columns), frozen(arg_keys),
+                           frozen(arg_syscalls))
 
     def carry(self) -> StateCarry:
         """The state at the end of this batch, for the next one."""
-        return extract_carry(self.con)
+        with optimizer_off(self.con, self.small):
+            return extract_carry(self.con)
 
     def close(self) -> None:
         """Drop the batch's tables; the connection stays for the next batch."""
@@ -132,6 +150,27 @@ class BatchState:
         con.execute("USE main")
         unregister_carried(con, _CARRIED)
         con.execute(f"DROP SCHEMA IF EXISTS {self._schema} CASCADE")
+
+
+@contextmanager
+def optimizer_off(con: duckdb.DuckDBPyConnection, off: bool = True) -> Iterator[None]:
+    """The statements of the block planned without DuckDB's optimizer when `off`."""
+    if not off:
+        yield
+        return
+    con.execute("PRAGMA disable_optimizer")
+    try:
+        yield
+    finally:
+        con.execute("PRAGMA enable_optimizer")
+
+
+@lru_cache(maxsize=64)
+def _events_sql(source: CaptureSource, columns: tuple[str, ...] | None, arg_keys: frozenset[str] | None,
+                arg_syscalls: frozenset[str] | None) -> str:
+    """analyzer.state.views.events_sql, remembered: every batch of a segment has the same source,
+    and generating the query (its parameter renderers) costs ~7 ms."""
+    return events_sql(source, None, None, columns, arg_keys=arg_keys, arg_syscalls=arg_syscalls)
 
 
 def events_only(rows: pa.Table) -> bool:

@@ -197,7 +197,8 @@ class EvtArgsSql:
     evt_text: Callable[[str, str], str]  # (raws list, resolveds list) -> `evt.args`
 
 
-def evt_args_sql(ctx: ArgContext, keys: Collection[str] | None = None) -> EvtArgsSql:
+def evt_args_sql(ctx: ArgContext, keys: Collection[str] | None = None,
+                 syscalls: Collection[str] | None = None) -> EvtArgsSql:
     """The `_evt_args` MAP and the `evt.args` string.
 
     Every distinct renderer becomes one *slot* (a raw and a resolved string,
@@ -209,11 +210,18 @@ def evt_args_sql(ctx: ArgContext, keys: Collection[str] | None = None) -> EvtArg
     `keys`: only the parameters of those names (a query that looks up a few
     `_evt_args` keys binds a fraction of the renderers); `evt.args` is then
     incomplete: render it from a call without `keys`.
+
+    `syscalls`: only the parameters of those syscalls; the rows of others get
+    an empty map and `evt.args`. For a query that keeps only their rows (the
+    follower's copy of a batch's candidate events): binding costs per
+    renderer, and a key such as `flags` has one in many syscalls.
     """
     slots: dict[tuple[str, str], int] = {}
     users: dict[int, list[str]] = {}  # slot -> the syscalls that read it
     spec: dict[str, list[tuple[str, int]]] = {}
     for syscall, params in PARAMS.items():
+        if syscalls is not None and syscall not in syscalls:
+            continue
         for pname, render in params:
             if keys is not None and pname not in keys:
                 continue

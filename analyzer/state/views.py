@@ -54,6 +54,7 @@ def events_sql(
     columns: Collection[str] | None = None,
     arg_keys: Collection[str] | None = None,
     rows: str | None = None,
+    arg_syscalls: Collection[str] | None = None,
 ) -> str:
     """The events of one capture with their state: an inner query does the
     joins and computes what several fields share (path resolution, errno, fd
@@ -66,6 +67,8 @@ def events_sql(
     look up a few; rendering every parameter of every row that reaches the
     rules' filters was ~40 % of a hunt's scan); `evt.args` is then rendered
     apart, in full, only on the rows it is computed for (an alert's).
+    `arg_syscalls`: parameters rendered for the rows of those syscalls only
+    (analyzer.render.params.evt_args_sql), for a query that keeps no other row.
     `rows`: a relation of raw rows already keyed (capture columns, `filename`,
     `timeline_id`, `fd_id`: analyzer.state.candidates) to resolve instead of
     every segment row stitched to the build's key tables."""
@@ -87,7 +90,7 @@ def events_sql(
         hosts = sql_text(next(iter(host_of.values())))
     else:
         hosts = "map_extract_value(MAP {" + ", ".join(f"{sql_text(k)}: {sql_text(v)}" for k, v in host_of.items()) + "}, r.filename)"
-    fields, args = _select_fields(src.key_prefix, arg_keys)
+    fields, args = _select_fields(src.key_prefix, arg_keys, arg_syscalls)
     if columns is not None:
         unknown = set(columns) - fields.keys()
         if unknown:
@@ -188,7 +191,8 @@ def _aliases(sql: str, joins: dict[str, tuple[str, frozenset[str]]]) -> set[str]
     return {alias for alias, _ in _QUALIFIED.findall(SQL_STRING_LITERAL.sub("", sql)) if alias in joins}
 
 
-def _select_fields(key_prefix: int, arg_keys: Collection[str] | None = None) -> tuple[dict[str, str], EvtArgsSql]:
+def _select_fields(key_prefix: int, arg_keys: Collection[str] | None = None,
+                   arg_syscalls: Collection[str] | None = None) -> tuple[dict[str, str], EvtArgsSql]:
     """Every output column's expression over the inner query (alias x), in output order."""
     fd_ok = "(x._fd_num >= 0 AND x._f_live)"
     is_ip = "x._f_type IN ('ipv4', 'ipv6')"
@@ -211,10 +215,10 @@ def _select_fields(key_prefix: int, arg_keys: Collection[str] | None = None) -> 
         errno="x._errno",
         resolved_path=lambda column: "x._path2_abs" if column == "path2" else "x._path_abs",
     )
-    args = evt_args_sql(ctx, arg_keys)
+    args = evt_args_sql(ctx, arg_keys, arg_syscalls)
     # With only some keys in `_evt_args`, `evt.args` renders every parameter itself, inline:
     # no shared projection computes them for every row.
-    every = args if arg_keys is None else evt_args_sql(ctx)
+    every = args if arg_keys is None else evt_args_sql(ctx, syscalls=arg_syscalls)
     text_lists = ("x._arg_raw", "x._arg_res") if arg_keys is None else (every.raws, every.resolveds)
     eff_flags = f"CASE WHEN x.syscall = 'creat' THEN {_CREAT_FLAGS} ELSE x.flags END"
     fields = {
