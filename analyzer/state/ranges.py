@@ -12,7 +12,9 @@ Appending keeps the tables one capture-wide state: every range's ids are
 offset past the previous ranges' (process keys, fd_state and timeline ids,
 segment numbers), and a carried incarnation is not a new process: its rows
 are mapped back to the key and life it continues (``carry_key`` and
-``carry_life``), whose end (exit or exec in this range) is filled in.
+``carry_life``), whose end (exit or exec in this range) is filled in; a
+carried fd continues its ``fd_state`` row (``Carried.fd_id_shift``), so the
+open fds are stored once, not again at every range.
 Users, groups and containers are the last range's: it holds the latest
 names, carried from every range before it.
 """
