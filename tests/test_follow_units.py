@@ -153,10 +153,10 @@ def _batches(capture: Path, chunk_rows: int):
 
 
 def _carried(carry) -> tuple[list, list, list]:
-    """A carry's rows in a fixed order; lineage without the build-local keys."""
+    """A carry's rows in a fixed order; fds and lineage without the build-local ids and keys."""
     snapshot = carry.snapshot.to_pylist()
     return (sorted(snapshot, key=lambda row: tuple(str(row[c]) for c in ("kind", "pid", "uid", "gid", "container_id"))),
-            carry.fds.sort_by([("pid", "ascending"), ("fd", "ascending")]).to_pylist(),
+            carry.fds.drop_columns(["fd_id"]).sort_by([("pid", "ascending"), ("fd", "ascending")]).to_pylist(),
             carry.lineage.drop_columns(["carry_key", "carry_life"]).sort_by("pid").to_pylist())
 
 

@@ -110,8 +110,9 @@ class Carried:
     """State resolved before the first segment, carried in by relation name.
 
     ``fds``: (pid, fd, ts, type, raw, cloexec, sock_family, sock_type,
-    sock_proto, lip, lport, rip, rport, is_server, name): the open fds of the
-    carried processes, taken as is at the first segment's snapshot.
+    sock_proto, lip, lport, rip, rport, is_server, name, fd_id): the open fds
+    of the carried processes, taken as is at the first segment's snapshot
+    (already resolved: they skip the fd resolution passes).
     ``lineage``: (pid, life_start_ts, anc_pid, anc_name, anc_exe, anc_exepath,
     anc_cmdline, anc_sid, carry_key, carry_life): per carried process, its
     ancestry lists (element 1 itself), the start of its life, and the key and
@@ -122,6 +123,11 @@ class Carried:
 
     fds: str
     lineage: str
+    # Set: a carried fd's row keeps the id fd_id + fd_id_shift (at most 0,
+    # below the build's own ids), so that the range builder's id offset maps
+    # it back to the row it continues and the row is not stored twice.
+    # Unset: the rows are numbered as the build's own.
+    fd_id_shift: int | None = None
 
     def processes(self) -> str:
         """The carried incarnations: key, life_key and their lineage row."""
@@ -700,13 +706,6 @@ def _build_own_rows(con: duckdb.DuckDBPyConnection, present: frozenset[str], car
                    CASE WHEN sock_family IN (2, 10) THEN NULL ELSE path END
             FROM rows WHERE kind = 'fd' AND fd IS NOT NULL"""),
     ]
-    if carried is not None:
-        fd_changes.append((("carried",), f"""
-            -- fds carried in already resolved, at the first segment's snapshot
-            SELECT c.pid, s.base * 4, c.ts, c.fd, 'snap', c.type, c.raw, NULL, NULL, c.cloexec,
-                   c.sock_family, c.sock_type, c.sock_proto, c.lip, c.lport, c.rip, c.rport, c.is_server, c.name
-            FROM {carried.fds} c, (SELECT base FROM segments WHERE seg = 0) s"""))
-        present = present | {"carried"}
     con.execute("CREATE TABLE fd_own AS " + _with_life(_union(fd_changes, present)))
     con.execute("CREATE TABLE cwd_state (life BIGINT, ord BIGINT, cwd VARCHAR, via_fd INTEGER)")
     con.execute(
@@ -714,6 +713,23 @@ def _build_own_rows(con: duckdb.DuckDBPyConnection, present: frozenset[str], car
         "false AS resolved, false AS name_changed FROM fd_own LIMIT 0"
     )
     con.execute("CREATE SEQUENCE fd_ids")
+    if carried is not None:
+        _insert_carried_fds(con, carried)
+
+
+def _insert_carried_fds(con: duckdb.DuckDBPyConnection, carried: Carried) -> None:
+    """The carried fds, at the first segment's snapshot: resolved already, they go
+    straight into fd_state (the generations' joins only read them)."""
+    row_id = _NEXT_ID if carried.fd_id_shift is None else f"x.fd_id + {int(carried.fd_id_shift)} AS id"
+    select = f"""
+        SELECT c.pid, s.base * 4 AS ord, c.ts, c.fd, 'snap' AS op, c.type, c.raw, c.cloexec,
+               c.sock_family, c.sock_type, c.sock_proto, c.lip, c.lport, c.rip, c.rport, c.is_server, c.name,
+               c.fd_id
+        FROM {carried.fds} c, (SELECT base FROM segments WHERE seg = 0) s"""
+    con.execute(
+        f"INSERT INTO fd_state BY NAME SELECT x.* EXCLUDE (fd_id), {row_id}, true AS resolved, "
+        f"false AS name_changed FROM ({_with_life(select)}) x"
+    )
 
 
 @dataclass(frozen=True)

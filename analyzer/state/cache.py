@@ -82,6 +82,15 @@ def ensure_state(capture: Capture, range_events: int = RANGE_EVENTS) -> tuple[Pa
 
 
 def _build(capture: Capture, directory: Path, path: Path, range_events: int) -> None:
+    # DuckDB creates the output's WAL (and spill files) with the umask's mode: private, like the cache
+    umask = os.umask(0o077)
+    try:
+        _build_private(capture, directory, path, range_events)
+    finally:
+        os.umask(umask)
+
+
+def _build_private(capture: Capture, directory: Path, path: Path, range_events: int) -> None:
     temp = directory / f".{path.name}.{os.getpid()}.tmp"
     temp.unlink(missing_ok=True)
     spill = directory / "tmp"

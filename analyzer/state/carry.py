@@ -12,7 +12,8 @@ has run:
   ``carry_life``: the offline builder maps the next piece's carried
   incarnations back to them);
 * their open fds, already resolved (``fds``), so a pipe, a memfd or an
-  accepted socket keeps exactly the description it had;
+  accepted socket keeps exactly the description it had, with the id of the
+  ``fd_state`` row it was last (the offline builder keeps it: see Carried);
 * the users, groups and container names as snapshot rows.
 
 ``Carried`` (analyzer.state.build) turns these relations into the next
@@ -101,11 +102,14 @@ def write_carry_segment(carry: StateCarry, first_evt_num: int, path: Path, host:
     return Segment.of_file(path, host, seq)
 
 
-def register_carried(con: duckdb.DuckDBPyConnection, carry: StateCarry | None, prefix: str) -> Carried | None:
-    """The carry's relations as views `<prefix>_fds` and `<prefix>_lineage` of `con`, for the next build."""
+def register_carried(
+    con: duckdb.DuckDBPyConnection, carry: StateCarry | None, prefix: str, fd_id_shift: int | None = None
+) -> Carried | None:
+    """The carry's relations as views `<prefix>_fds` and `<prefix>_lineage` of `con`, for the next build
+    (`fd_id_shift`: see Carried)."""
     if carry is None:
         return None
-    carried = Carried(f"{prefix}_fds", f"{prefix}_lineage")
+    carried = Carried(f"{prefix}_fds", f"{prefix}_lineage", fd_id_shift)
     con.register(carried.fds, carry.fds)
     con.register(carried.lineage, carry.lineage)
     return carried
@@ -148,7 +152,7 @@ SELECT 'cgroup', NULL, NULL, NULL, NULL, NULL, NULL, container_id, name, image F
 
 _LIVE_FDS_SQL = """
 SELECT l.pid, f.fd, f.ts, f.type, f.raw, f.cloexec, f.sock_family, f.sock_type, f.sock_proto,
-       f.lip, f.lport, f.rip, f.rport, f.is_server, f.name
+       f.lip, f.lport, f.rip, f.rport, f.is_server, f.name, f.id AS fd_id
 FROM fd_state f JOIN _live l ON l.life_key = f.life
 QUALIFY row_number() OVER (PARTITION BY f.life, f.fd ORDER BY f.ord DESC, f.id DESC) = 1 AND f.op <> 'close'
 """

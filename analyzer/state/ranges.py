@@ -12,7 +12,9 @@ Appending keeps the tables one capture-wide state: every range's ids are
 offset past the previous ranges' (process keys, fd_state and timeline ids,
 segment numbers), and a carried incarnation is not a new process: its rows
 are mapped back to the key and life it continues (``carry_key`` and
-``carry_life``), whose end (exit or exec in this range) is filled in.
+``carry_life``), whose end (exit or exec in this range) is filled in; a
+carried fd continues its ``fd_state`` row (``Carried.fd_id_shift``), so the
+open fds are stored once, not again at every range.
 Users, groups and containers are the last range's: it holds the latest
 names, carried from every range before it.
 """
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analyzer.state.build import Carried, later_snapshot_sql, materialize
@@ -102,18 +106,18 @@ def materialize_by_ranges(
             con.execute(f"CREATE SCHEMA {_RANGE_SCHEMA}")
             con.execute(f"USE {_RANGE_SCHEMA}")
             try:
-                carried = register_carried(con, carry, _CARRIED)
+                carried = register_carried(con, carry, _CARRIED, -offsets.fd_id)
                 later = _later_snapshot(con, ranges[index + 1][0]) if index + 1 < len(ranges) else None
                 built = materialize(con, Capture(capture.directory, tuple(inputs)), warnings, carried, later)
                 good = [name for name in built if name != CARRY_NAME or carry is None]
                 if good:
                     last = index + 1 == len(ranges)
                     local_carry = None if last else extract_carry(con)
-                    key_offset = offsets.key
+                    key_offset, fd_offset = offsets.key, offsets.fd_id
                     _append(con, out, offsets, carried, good, created)
                     created = True
                     if local_carry is not None:
-                        carry = _global_carry(con, local_carry, key_offset)
+                        carry = _global_carry(con, local_carry, key_offset, fd_offset)
                 offsets.seg += len(segments)
             finally:
                 con.execute("USE memory.main")
@@ -188,8 +192,9 @@ def _append(
         "ancestry": mapped("ancestry", ("key",), (), where=f"t.key {not_carried}"),
         "life_start": mapped("life_start", (), ("life_key",), where=f"t.life_key {not_carried}"),
         "cwd_state": mapped("cwd_state", (), ("life",), f"{ord_} AS ord"),
+        # the carried fds' rows (ids <= 0, Carried.fd_id_shift) are the rows they continue, stored already
         "fd_state": mapped("fd_state", ("inc_key",), ("life",),
-                           f"t.id + {off.fd_id} AS id, t.src_id + {off.fd_id} AS src_id, {ord_} AS ord"),
+                           f"t.id + {off.fd_id} AS id, t.src_id + {off.fd_id} AS src_id", "t.id > 0"),
         "timeline": mapped("timeline", ("key",), ("life",), f"t.id + {off.timeline_id} AS id, {ord_} AS ord"),
     }
     for table, select in selects.items():
@@ -219,7 +224,7 @@ def _append(
     finally:
         con.execute(f"SET preserve_insertion_order = {bool(preserve)}")
     used = con.execute(
-        "SELECT (SELECT coalesce(max(key), 0) FROM inc), (SELECT coalesce(max(id), 0) FROM fd_state), "
+        "SELECT (SELECT coalesce(max(key), 0) FROM inc), (SELECT coalesce(max(id), 0) FROM fd_state WHERE id > 0), "
         f"(SELECT coalesce(max(id), 0) FROM timeline), (SELECT max(max_evt) FROM segments WHERE seg >= {shift})"
     ).fetchall()[0]
     off.key += used[0]
@@ -229,9 +234,10 @@ def _append(
         off.last_evt = max(used[3], off.last_evt or used[3])
 
 
-def _global_carry(con: duckdb.DuckDBPyConnection, carry: StateCarry, key_offset: int) -> StateCarry:
-    """`carry` with its incarnation keys and lives as the output numbers them
-    (`key_offset`: the offset this range's keys got; cmap: the carried ones)."""
+def _global_carry(con: duckdb.DuckDBPyConnection, carry: StateCarry, key_offset: int, fd_offset: int) -> StateCarry:
+    """`carry` with its incarnation keys, lives and fd row ids as the output numbers them
+    (`key_offset`, `fd_offset`: the offsets this range's keys and fd ids got; cmap: the carried
+    incarnations; a carried fd row's id is already shifted so that the offset maps it back)."""
     con.register("_local_lineage", carry.lineage)
     try:
         lineage = con.sql(
@@ -241,4 +247,6 @@ def _global_carry(con: duckdb.DuckDBPyConnection, carry: StateCarry, key_offset:
         ).to_arrow_table()
     finally:
         con.unregister("_local_lineage")
-    return StateCarry(carry.snapshot, carry.fds, lineage)
+    fd_ids = pc.add(carry.fds["fd_id"], pa.scalar(fd_offset, carry.fds.schema.field("fd_id").type))
+    fds = carry.fds.set_column(carry.fds.schema.get_field_index("fd_id"), "fd_id", fd_ids)
+    return StateCarry(carry.snapshot, fds, lineage)
