@@ -106,8 +106,8 @@ def _assert_candidates_resolve_like_events(directory: Path) -> None:
 def _alerts(directory: Path, rules: list[str], source: str, match: str) -> list[tuple[str, int, str]]:
     """The alerts of a scan of `source`, in the order the hunt gives them: the whole `events`
     view, or as `trace hunt` reads it, narrowed to the columns and `_evt_args` keys the scan
-    reads, over every event ("narrowed"), over every event a segment at a time ("ranges")
-    or over the candidates resolved alone ("candidates")."""
+    reads, over every event in one range ("narrowed") or a segment at a time ("ranges"), or
+    over the candidates resolved alone ("candidates")."""
     plan = plan_hunt(rules)
     with open_captures([str(directory)]) as cs:
         con = cs.con
@@ -117,12 +117,11 @@ def _alerts(directory: Path, rules: list[str], source: str, match: str) -> list[
         if source != "events":
             columns, keys = scan_reads(cs, checked.rules, checked.sql_for)
             relation = "hunt_events"
-            if source == "ranges":
-                parts = cs.event_ranges(columns, keys, range_events=1)
-                assert len(parts) == len(cs.sources[0].paths) > 1
+            if source == "candidates":
+                cs.candidate_view(relation, columns, keys)
             else:
-                view = cs.candidate_view if source == "candidates" else cs.events_view
-                view(relation, columns, keys)
+                parts = cs.event_ranges(columns, keys, range_events=1 if source == "ranges" else 10**9)
+                assert len(parts) == (len(cs.sources[0].paths) if source == "ranges" else 1)
         scan = build_scan(checked.rules, match=match, field_sql=checked.sql_for, relation=relation)
         if source == "candidates":
             cs.fill_candidates(candidate_select(checked.rules))

@@ -10,8 +10,8 @@ Public API (used by `trace hunt`, `trace query` and `trace report`)::
         cs.warnings    # segments skipped (corrupt, truncated, unknown schema)
         cs.captures    # the Capture objects (directory, segments)
 
-    cs.events_view("hunt_events", columns, arg_keys)  # `events` narrowed to what a scan reads
-    cs.event_ranges(columns, arg_keys)  # the same rows as one query per segment range, scanned in turn
+    # `events` narrowed to what a scan reads, as one query per segment range, scanned in turn
+    cs.event_ranges(columns, arg_keys)
     # a hunt resolves its candidate events only (analyzer/state/candidates.py)
     cs.count_raw(select)               # how many raw event rows select(raw rows SQL) picks
     cs.candidate_view("hunt_events", columns, arg_keys)  # those columns, over no row yet
@@ -65,19 +65,13 @@ class CaptureSet:
     since: int | None = None
     until: int | None = None
 
-    def events_view(self, name: str, columns: Collection[str] | None, arg_keys: Collection[str] | None) -> str:
-        """A view `name` over the `events` rows with only `columns` (None: all) and, of
-        `_evt_args`, only the `arg_keys` parameters (None: all): a scan reads no more."""
-        selects = [events_sql(src, self.since, self.until, columns, arg_keys) for src in self.sources]
-        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS " + " UNION ALL ".join(selects))
-        return name
-
     def event_ranges(self, columns: Collection[str] | None, arg_keys: Collection[str] | None,
                      range_events: int = RANGE_EVENTS) -> list[str]:
-        """The rows of `events_view(name, columns, arg_keys)` as one query per run of consecutive
-        segments of about `range_events` events, each joined only to the state rows its events
-        reach (events_sql `scoped`): scanned one after the other, they need memory for a range,
-        not for the capture."""
+        """The `events` rows with only `columns` (None: all) and, of `_evt_args`, only the
+        `arg_keys` parameters (None: all), so that a scan reads no more, as one query per run of
+        consecutive segments of about `range_events` events, each joined only to the state rows
+        its events reach (events_sql `scoped`): scanned one after the other, they need memory
+        for a run, not for the capture."""
         parts = []
         for capture, src in zip(self.captures, self.sources):
             readable = tuple(s for s in capture.segments if s.path in src.paths)
@@ -88,7 +82,7 @@ class CaptureSet:
 
     def candidate_view(self, name: str, columns: Collection[str] | None = None,
                        arg_keys: Collection[str] | None = None) -> str:
-        """A view `name` with the `events` view's columns (as `events_view` narrows them) over
+        """A view `name` with the `events` view's columns (as `event_ranges` narrows them) over
         the keyed rows that `fill_candidates` adds (none yet): rules and fields bind against it."""
         selects = [candidate_events_sql(self.con, src, i, self.since, self.until, columns, arg_keys)
                    for i, src in enumerate(self.sources)]
