@@ -147,9 +147,9 @@ def hunt(captures, rules_files, since, until, rule_names, tags, match, output_fo
 
         with progress("selecting"):
             source = hunt_source(capture_set, runnable, checked.sql_for)
-        # the candidate events alone when few (analyzer.hunt.candidates), else the events view
+        # the candidate events alone when few (analyzer.hunt.candidates), else the events a range at a time
         scan = build_scan(runnable, match=match, field_sql=checked.sql_for, relation=source.relation)
-        run = run_hunt(con, scan, utc_offset=utc_offset_now())
+        run = run_hunt(con, scan, utc_offset=utc_offset_now(), parts=source.parts)
         with progress("hunting"):
             run.execute()
 

@@ -61,6 +61,7 @@ class HuntSource:
     typed: int  # raw event rows of the rules' evt.types
     candidates: int  # of those, the ones the raw test keeps
     alone: bool  # the candidates resolved alone (else `relation` is over every event)
+    parts: tuple[str, ...] = ()  # over every event: its rows a segment range at a time (Hunt.parts)
 
 
 def scan_reads(capture_set: CaptureSet, rules: Sequence[HuntRule],
@@ -76,10 +77,10 @@ def scan_reads(capture_set: CaptureSet, rules: Sequence[HuntRule],
 def hunt_source(capture_set: CaptureSet, rules: Sequence[HuntRule], field_sql: Callable[[OutputField], str | None],
                 name: str = "hunt_events") -> HuntSource:
     """The relation to scan for `rules`: their candidate events, resolved alone, when the raw
-    rows rule out most of the rows of their evt.types; else the `events` view (whose scan
-    pushes the evt.type test into the Parquet read and the prefilters below the joins).
-    Either holds only the columns and `_evt_args` keys the scan reads (`field_sql`: the
-    output fields' SQL)."""
+    rows rule out most of the rows of their evt.types; else the `events` rows, a segment range
+    at a time (`parts`; the scan pushes the evt.type test into the Parquet read and the
+    prefilters below the joins). Either holds only the columns and `_evt_args` keys the scan
+    reads (`field_sql`: the output fields' SQL)."""
     columns, keys = scan_reads(capture_set, rules, field_sql)
     select = candidate_select(rules)
     types = candidate_types(rules)
@@ -87,7 +88,7 @@ def hunt_source(capture_set: CaptureSet, rules: Sequence[HuntRule], field_sql: C
     typed = capture_set.count_raw(lambda raw: f"SELECT * FROM ({raw}) WHERE {typed_sql}")
     candidates = capture_set.count_raw(select)
     if candidates > typed * CANDIDATE_SHARE:
-        return HuntSource(capture_set.events_view(name, columns, keys), typed, candidates, False)
+        return HuntSource(name, typed, candidates, False, tuple(capture_set.event_ranges(columns, keys)))
     relation = capture_set.candidate_view(name, columns, keys)
     capture_set.fill_candidates(select)
     return HuntSource(relation, typed, candidates, True)

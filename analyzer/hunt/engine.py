@@ -9,6 +9,8 @@ its evt.type set, the way Falco's ruleset indexes rules by event type:
 
 Output fields are computed in the same SELECT, after the row filter, so only
 matched events pay for them. Results stream in event order as Arrow batches.
+A relation given as several parts (a capture's segment ranges) is scanned
+one part at a time and the hits merged back into event order.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ _ID_COLUMNS = (
     ("CAST(container_id AS VARCHAR)", "container_id"),
     ("_segment", "_segment"),
 )
+_EVENT_ORDER = "ts, _host, evt_num"
+_HITS = "_hunt_hits"  # the matched rows of a scan by parts, before they are put in event order
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class Scan:
     rules: tuple[HuntRule, ...]
     match: str
     columns: dict[str, str]  # output field key -> result column
+    relation: str = "events"
 
 
 def _guarded(rule: HuntRule, condition: str | None = None) -> str:
@@ -161,9 +166,9 @@ def build_scan(
         f"SELECT _hit, {', '.join(select)}\n"
         f"FROM (SELECT *, {hit} AS _hit FROM {relation}"
         + (f"\n  WHERE {prefilter}" if prefilter else "")
-        + f")\nWHERE {has_hit}\nORDER BY ts, _host, evt_num"
+        + f")\nWHERE {has_hit}\nORDER BY {_EVENT_ORDER}"
     )
-    return Scan(sql, tuple(rules), match, columns)
+    return Scan(sql, tuple(rules), match, columns, relation)
 
 
 @dataclass
@@ -172,18 +177,22 @@ class Hunt:
 
     execute() does the scan (the long part: callers show progress around
     it); alerts() then streams the matched events in event order.
+    `parts`: the rows of the scan's relation as several queries (a capture's
+    segment ranges, CaptureSet.event_ranges): the relation is each in turn,
+    so a scan holds one part's joins at a time; none: the relation as it is.
     """
 
     con: duckdb.DuckDBPyConnection
     scan: Scan
     utc_offset: int
     batch_rows: int = 4096
+    parts: Sequence[str] = ()
     hits: Counter[str] = field(default_factory=Counter)
     _batches: Iterator[pa.RecordBatch] | None = None
 
     def execute(self) -> None:
         try:
-            reader = self.con.sql(self.scan.sql).to_arrow_reader(self.batch_rows)
+            reader = self.con.sql(self._hits_sql()).to_arrow_reader(self.batch_rows)
             first = reader.read_next_batch()
         except StopIteration:
             self._batches = iter(())
@@ -191,6 +200,17 @@ class Hunt:
         except duckdb.Error as exc:
             raise TraceError(f"the hunt query failed: {exc}") from exc
         self._batches = itertools.chain([first], reader)
+
+    def _hits_sql(self) -> str:
+        """The scan; over `parts`, each part's hits gathered first (few rows), then put in event
+        order: the parts of several captures interleave in time."""
+        if not self.parts:
+            return self.scan.sql
+        for index, rows in enumerate(self.parts):
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {self.scan.relation} AS {rows}")
+            into = f"CREATE OR REPLACE TEMP TABLE {_HITS} AS" if index == 0 else f"INSERT INTO {_HITS}"
+            self.con.execute(f"{into} {self.scan.sql}")
+        return f"SELECT * FROM {_HITS} ORDER BY {_EVENT_ORDER}"
 
     def alerts(self) -> Iterator[Alert]:
         if self._batches is None:
@@ -279,5 +299,5 @@ def bind_check(
     return BindCheck(good, fields, rejected, gaps)
 
 
-def run_hunt(con: duckdb.DuckDBPyConnection, scan: Scan, *, utc_offset: int) -> Hunt:
-    return Hunt(con, scan, utc_offset)
+def run_hunt(con: duckdb.DuckDBPyConnection, scan: Scan, *, utc_offset: int, parts: Sequence[str] = ()) -> Hunt:
+    return Hunt(con, scan, utc_offset, parts=parts)

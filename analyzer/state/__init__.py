@@ -10,7 +10,8 @@ Public API (used by `trace hunt`, `trace query` and `trace report`)::
         cs.warnings    # segments skipped (corrupt, truncated, unknown schema)
         cs.captures    # the Capture objects (directory, segments)
 
-    cs.events_view("hunt_events", columns, arg_keys)  # `events` narrowed to what a scan reads
+    # `events` narrowed to what a scan reads, as one query per segment range, scanned in turn
+    cs.event_ranges(columns, arg_keys)
     # a hunt resolves its candidate events only (analyzer/state/candidates.py)
     cs.count_raw(select)               # how many raw event rows select(raw rows SQL) picks
     cs.candidate_view("hunt_events", columns, arg_keys)  # those columns, over no row yet
@@ -37,7 +38,7 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from analyzer.errors import TraceError
 from analyzer.state.cache import configure, ensure_state
 from analyzer.state.candidates import CandidateSelect, candidate_events_sql, count_raw, fill_candidates
 from analyzer.state.inputs import Capture, resolve_captures
+from analyzer.state.ranges import RANGE_EVENTS, split_ranges
 from analyzer.state.views import CaptureSource, events_sql, fds_sql, processes_sql
 
 __all__ = ["CaptureSet", "open_captures", "parse_time"]
@@ -63,16 +65,24 @@ class CaptureSet:
     since: int | None = None
     until: int | None = None
 
-    def events_view(self, name: str, columns: Collection[str] | None, arg_keys: Collection[str] | None) -> str:
-        """A view `name` over the `events` rows with only `columns` (None: all) and, of
-        `_evt_args`, only the `arg_keys` parameters (None: all): a scan reads no more."""
-        selects = [events_sql(src, self.since, self.until, columns, arg_keys) for src in self.sources]
-        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS " + " UNION ALL ".join(selects))
-        return name
+    def event_ranges(self, columns: Collection[str] | None, arg_keys: Collection[str] | None,
+                     range_events: int = RANGE_EVENTS) -> list[str]:
+        """The `events` rows with only `columns` (None: all) and, of `_evt_args`, only the
+        `arg_keys` parameters (None: all), so that a scan reads no more, as one query per run of
+        consecutive segments of about `range_events` events, each joined only to the state rows
+        its events reach (events_sql `scoped`): scanned one after the other, they need memory
+        for a run, not for the capture."""
+        parts = []
+        for capture, src in zip(self.captures, self.sources):
+            readable = tuple(s for s in capture.segments if s.path in src.paths)
+            for segments in split_ranges(readable, range_events):
+                part = replace(src, paths=tuple(s.path for s in segments), hosts=tuple(s.host for s in segments))
+                parts.append(events_sql(part, self.since, self.until, columns, arg_keys, scoped=True))
+        return parts
 
     def candidate_view(self, name: str, columns: Collection[str] | None = None,
                        arg_keys: Collection[str] | None = None) -> str:
-        """A view `name` with the `events` view's columns (as `events_view` narrows them) over
+        """A view `name` with the `events` view's columns (as `event_ranges` narrows them) over
         the keyed rows that `fill_candidates` adds (none yet): rules and fields bind against it."""
         selects = [candidate_events_sql(self.con, src, i, self.since, self.until, columns, arg_keys)
                    for i, src in enumerate(self.sources)]

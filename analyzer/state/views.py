@@ -55,6 +55,7 @@ def events_sql(
     arg_keys: Collection[str] | None = None,
     rows: str | None = None,
     arg_syscalls: Collection[str] | None = None,
+    scoped: bool = False,
 ) -> str:
     """The events of one capture with their state: an inner query does the
     joins and computes what several fields share (path resolution, errno, fd
@@ -71,7 +72,10 @@ def events_sql(
     (analyzer.render.params.evt_args_sql), for a query that keeps no other row.
     `rows`: a relation of raw rows already keyed (capture columns, `filename`,
     `timeline_id`, `fd_id`: analyzer.state.candidates) to resolve instead of
-    every segment row stitched to the build's key tables."""
+    every segment row stitched to the build's key tables.
+    `scoped`: the joins read only the state rows that the key rows of `src`'s
+    segments reach (the scan of a segment range: CaptureSet.event_ranges),
+    not the whole capture's tables, whose hash joins outgrow memory on a long capture."""
     a = src.alias
     time_filter = ""
     if since is not None:
@@ -98,7 +102,10 @@ def events_sql(
         fields = {name: expr for name, expr in fields.items() if name in columns}
     outer = ",\n  ".join(expr if name in _RAW_COLUMNS else f'{expr} AS "{name}"' for name, expr in fields.items())
     with_args = "_evt_args" in fields or ("evt.args" in fields and arg_keys is None)
-    shared, joins = _shared_columns(), _joins(a)
+    keys = None
+    if scoped:  # the key rows of these segments: the state rows they reach are the range's
+        keys = " UNION ALL ".join(f"SELECT timeline_id, fd_id FROM {a}.{event_keys_table(p.name)}" for p in src.paths)
+    shared, joins = _shared_columns(), _joins(a, _state_tables(a, keys))
     if columns is not None:
         used = _x_columns(" ".join(fields.values()) + (f" {args.raws} {args.resolveds}" if with_args else ""))
         shared = {name: expr for name, expr in shared.items() if name in used}
@@ -160,15 +167,35 @@ def _shared_columns() -> dict[str, str]:
     }
 
 
-def _joins(a: str) -> dict[str, tuple[str, frozenset[str]]]:
-    """Alias -> (join clause, the aliases it joins on), in join order; every join is on a unique key,
-    so leaving one out changes no row."""
+def _state_tables(a: str, keys: str | None) -> dict[str, str]:
+    """The state tables the joins read on ids: whole (`keys` None), or only the rows that `keys`
+    (timeline_id, fd_id rows) reach, which changes no joined row. For a segment range those are
+    its own rows and the earlier ones it carries, so its hash joins grow with the range, not
+    with the capture (fd_state is 55 M rows at 100 M events); the semi-joins still probe the
+    whole tables, but hold only the range's ids."""
+    tables = {table: f"{a}.{table}" for table in ("fd_state", "timeline", "inc", "ancestry", "life_start")}
+    if keys is None:
+        return tables
+    inc_keys = f"SELECT key FROM {a}.timeline WHERE id IN (SELECT timeline_id FROM ({keys}))"
     return {
-        "f": (f"LEFT JOIN {a}.fd_state f ON f.id = e.fd_id", frozenset()),
-        "w": (f"LEFT JOIN {a}.timeline w ON w.id = e.timeline_id", frozenset()),
-        "p": (f"LEFT JOIN {a}.inc p ON p.key = w.key", frozenset({"w"})),
-        "a": (f"LEFT JOIN {a}.ancestry a ON a.key = p.key", frozenset({"p"})),
-        "ls": (f"LEFT JOIN {a}.life_start ls ON ls.life_key = p.life_key", frozenset({"p"})),
+        "fd_state": f"(SELECT * FROM {a}.fd_state WHERE id IN (SELECT fd_id FROM ({keys})))",
+        "timeline": f"(SELECT * FROM {a}.timeline WHERE id IN (SELECT timeline_id FROM ({keys})))",
+        "inc": f"(SELECT * FROM {a}.inc WHERE key IN ({inc_keys}))",
+        "ancestry": f"(SELECT * FROM {a}.ancestry WHERE key IN ({inc_keys}))",
+        "life_start": f"(SELECT * FROM {a}.life_start WHERE life_key IN "
+                      f"(SELECT life_key FROM {a}.inc WHERE key IN ({inc_keys})))",
+    }
+
+
+def _joins(a: str, tables: dict[str, str]) -> dict[str, tuple[str, frozenset[str]]]:
+    """Alias -> (join clause, the aliases it joins on), in join order; every join is on a unique key,
+    so leaving one out changes no row. `tables`: what each state table is read from (_state_tables)."""
+    return {
+        "f": (f"LEFT JOIN {tables['fd_state']} f ON f.id = e.fd_id", frozenset()),
+        "w": (f"LEFT JOIN {tables['timeline']} w ON w.id = e.timeline_id", frozenset()),
+        "p": (f"LEFT JOIN {tables['inc']} p ON p.key = w.key", frozenset({"w"})),
+        "a": (f"LEFT JOIN {tables['ancestry']} a ON a.key = p.key", frozenset({"p"})),
+        "ls": (f"LEFT JOIN {tables['life_start']} ls ON ls.life_key = p.life_key", frozenset({"p"})),
         "u": (f"LEFT JOIN {a}.users u ON u.uid = e.uid", frozenset()),
         "lu": (f"LEFT JOIN {a}.users lu ON lu.uid = p.loginuid", frozenset({"p"})),
         "ct": (f"LEFT JOIN {a}.containers ct ON ct.container_id = e.container_id", frozenset()),
