@@ -149,6 +149,34 @@ def test_cache_is_private_reused_and_invalidated(tmp_path):
     assert {f.name for f in cache_dir.glob("state-*.duckdb")} != before
 
 
+def test_hunting_some_segments_keeps_the_whole_captures_cache(tmp_path):
+    b = small_capture(tmp_path / "cap", segments=2)
+    cache_dir = b.directory / CACHE_DIR_NAME
+    with open_captures([str(b.directory)]):
+        pass
+    (whole,) = cache_dir.glob("state-*.duckdb")
+    first = sorted(b.directory.glob("seg-*.parquet"))[0]
+    with open_captures([str(first)]):  # a glob or file naming one segment: a cache of its own
+        pass
+    assert whole in set(cache_dir.glob("state-*.duckdb"))
+    assert len(list(cache_dir.glob("state-*.duckdb"))) == 2
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in cache_dir.iterdir() if f.is_file())
+    # the whole capture hunted again: its cache reused (caches are only removed after a build)
+    mtime = whole.stat().st_mtime_ns
+    with open_captures([str(b.directory)]):
+        pass
+    assert whole.stat().st_mtime_ns == mtime
+    # a rotation: the new build read every segment both caches read, so both are superseded
+    b.start_segment()
+    b.evt(Proc(700, 600, "python3"), "close", res=0, fd=3)
+    b.finish_segment()
+    with open_captures([str(b.directory)]):
+        pass
+    (latest,) = cache_dir.glob("state-*.duckdb")
+    assert latest != whole
+    assert [f.name for f in cache_dir.glob("*.inputs")] == [latest.name + ".inputs"]
+
+
 def test_parse_time():
     assert parse_time("2027-01-15T08:00:00Z") == 1_800_000_000_000_000_000
     assert parse_time("1800000000") == 1_800_000_000_000_000_000

@@ -3,7 +3,12 @@
 `<capture>/.trace-cache/state-<key>.duckdb` (0600 in a 0700 directory: it
 holds command lines and paths). The key covers the builder's version and
 every segment's name, size and mtime, so adding, rotating, deleting or
-rewriting a segment rebuilds the cache; stale files are removed. A capture
+rewriting a segment rebuilds the cache. Next to each cache, `<name>.inputs`
+lists the segments it was built from. After a build, another cache is removed
+when it is stale (of another version, or a segment it read changed or is
+gone) or superseded (the new cache read all its segments, as after a
+rotation); one built from segments the new one did not read (the whole
+capture, when a glob hunts a few of its segments) is kept. A capture
 directory that is not writable (evidence mounted read-only) gets its cache
 under $XDG_CACHE_HOME/trace instead.
 """
@@ -11,13 +16,14 @@ under $XDG_CACHE_HOME/trace instead.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
 import duckdb
 
 from analyzer.render import install_macros as install_render_macros
-from analyzer.state.inputs import Capture
+from analyzer.state.inputs import Capture, Segment
 from analyzer.state.ranges import RANGE_EVENTS, materialize_by_ranges
 from analyzer.state.sql import install_macros
 
@@ -70,15 +76,45 @@ def ensure_state(capture: Capture, range_events: int = RANGE_EVENTS) -> tuple[Pa
     path = directory / f"state-v{STATE_VERSION}-{capture.key}.duckdb"
     if not path.exists():
         _build(capture, directory, path, range_events)
-        for stale in directory.glob("state-*.duckdb"):
-            if stale != path:
-                stale.unlink(missing_ok=True)
+        _remove_replaced(capture, directory, path)
     con = duckdb.connect(str(path), read_only=True)
     try:
         warnings = [row[0] for row in con.execute("SELECT message FROM build_warnings ORDER BY 1").fetchall()]
     finally:
         con.close()
     return path, warnings
+
+
+def _inputs_path(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".inputs")
+
+
+def _input(seg: Segment) -> tuple[str, int, int]:
+    return seg.name, seg.size, seg.mtime_ns
+
+
+def _remove_replaced(capture: Capture, directory: Path, path: Path) -> None:
+    """Remove the other caches that are stale or that the one at `path` supersedes."""
+    built = {_input(seg) for seg in capture.segments}
+    for other in directory.glob("state-*.duckdb"):
+        if other == path:
+            continue
+        try:
+            read = {tuple(entry) for entry in json.loads(_inputs_path(other).read_text())}
+        except (OSError, ValueError, TypeError):
+            read = None  # written before the inputs were recorded: treated as stale
+        if read is None or not other.name.startswith(f"state-v{STATE_VERSION}-") or read <= built \
+                or any(not _unchanged(capture.directory / name, size, mtime_ns) for name, size, mtime_ns in read):
+            other.unlink(missing_ok=True)
+            _inputs_path(other).unlink(missing_ok=True)
+
+
+def _unchanged(segment: Path, size: int, mtime_ns: int) -> bool:
+    try:
+        stat = segment.stat()
+    except OSError:
+        return False
+    return (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns)
 
 
 def _build(capture: Capture, directory: Path, path: Path, range_events: int) -> None:
@@ -116,4 +152,6 @@ def _build_private(capture: Capture, directory: Path, path: Path, range_events: 
         raise
     con.close()
     os.chmod(temp, 0o600)
+    # Before the cache appears: a cache never lacks its inputs (written under the build's umask: 0600).
+    _inputs_path(path).write_text(json.dumps(sorted(_input(seg) for seg in capture.segments)))
     os.replace(temp, path)
