@@ -21,7 +21,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from capture import syscalls as sc
-from capture.nulls import NullColumns
 from capture.schema import COLUMN_NAMES, KIND_EVENT, SCHEMA
 
 # Mirrors bpf/trace_event.h.
@@ -297,7 +296,8 @@ class Decoder:
     _name_index: np.ndarray = field(init=False)
     _names_array: pa.Array = field(init=False)
     _kinds: pa.Array = field(init=False)
-    _nulls: NullColumns = field(init=False, default_factory=NullColumns)
+    _zeros: pa.Buffer = field(init=False, default_factory=lambda: pa.py_buffer(b""))
+    _null_columns: dict[str, pa.Array] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         by_nr = sc.names_by_nr()
@@ -343,7 +343,7 @@ class Decoder:
             row_of[order] = np.arange(n)
             cols.update(self._bulky_columns(n, row_of[n_fixed:], extras, cols.get("path")))
 
-        arrays = [cols[name] if name in cols else self._nulls.column(name, n) for name in COLUMN_NAMES]
+        arrays = [cols[name] if name in cols else self._nulls(name, n) for name in COLUMN_NAMES]
         return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
     def _slot_columns(self, fixed: np.ndarray, w32: np.ndarray, order: np.ndarray | None,
@@ -376,20 +376,45 @@ class Decoder:
             cols[name] = _spread_strings(strings, rows, n, mask)
         return cols
 
+    def _nulls(self, name: str, n: int) -> pa.Array:
+        """An all-null column of n rows: a slice of one kept per column, all on one shared zero buffer.
+
+        pa.nulls allocates and zeroes fresh buffers per column and batch; the
+        shared buffer is also counted once by get_total_buffer_size.
+        """
+        self._grow_zeros(n)
+        kept = self._null_columns.get(name)
+        if kept is None:
+            typ, capacity = SCHEMA.field(name).type, self._zeros.size // 8 - 1
+            if pa.types.is_dictionary(typ):  # container_id, filled in by the recorder
+                indices = pa.Array.from_buffers(typ.index_type, capacity, [self._zeros] * 2, null_count=capacity)
+                kept = pa.DictionaryArray.from_arrays(indices, pa.array([], typ.value_type))
+            else:
+                children = [pa.array([], typ.value_type)] if pa.types.is_list(typ) else None
+                kept = pa.Array.from_buffers(typ, capacity, [self._zeros] * typ.num_buffers, null_count=capacity,
+                                             children=children)
+            self._null_columns[name] = kept
+        return kept.slice(0, n)
+
+    def _grow_zeros(self, n: int) -> None:
+        if self._zeros.size < 8 * n + 8:
+            self._zeros = pa.py_buffer(np.zeros(max(8 * n + 8, 1 << 20), np.uint8))
+            self._null_columns.clear()
+
     def _column(self, name: str, values: np.ndarray, valid: _Validity) -> pa.Array:
         """A decoded column straight from its transposed row (no copy), with the kernel's validity bits."""
         if not valid.some(name):
-            return self._nulls.column(name, len(values))
+            return self._nulls(name, len(values))
         return pa.Array.from_buffers(SCHEMA.field(name).type, len(values), [valid.bitmap(name), pa.py_buffer(values)])
 
     def _header_columns(self, w64: np.ndarray, w32: np.ndarray, valid: _Validity) -> dict[str, pa.Array]:
         """Columns every event has; `w64` and `w32` are the header groups transposed (field x row)."""
         n = w64.shape[1]
-        zeros = self._nulls.zeros(n)
+        self._grow_zeros(n)
         nr_cpu = w32[_row32("nr")]
         nr = np.minimum(nr_cpu & 0xFFFF, sc.MAX_NR - 1)
         cols: dict[str, pa.Array] = {
-            "kind": pa.DictionaryArray.from_arrays(pa.Array.from_buffers(pa.int32(), n, [None, zeros]), self._kinds),
+            "kind": pa.DictionaryArray.from_arrays(pa.Array.from_buffers(pa.int32(), n, [None, self._zeros]), self._kinds),
             "ts": _ints(w64[_row64("ts")].view(np.int64) + self.boot_ns, pa.int64()),
             "cpu": _ints((nr_cpu >> 16).astype(np.int16), pa.int16()),
             "pid": _ints(w32[_row32("pid")], pa.int32()),

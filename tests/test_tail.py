@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from capture import schema
 from capture.segments import CaptureIdentity, RotationPolicy, SegmentWriter
-from capture.tail import META_SEGMENT_NAME, META_TAIL_UNITS, TAIL_NAME, TailReader, TailWriter
+from capture.tail import TAIL_NAME, TailReader, TailWriter
 from conftest import mounted_tmpfs
 from tests.synthetic import event_batch, proc_snapshot
 
@@ -25,10 +25,6 @@ def _stream_bytes(tmp_path, sizes: list[int]) -> tuple[bytes, list[pa.RecordBatc
     batches, n = [], 1
     for size in sizes:
         batch = event_batch(n, size, syscall=["openat", "connect", "execve"][n % 3])
-        if n % 2:  # units of different layouts: a column without values here, another with some
-            batch = batch.set_column(batch.schema.get_field_index("path"), "path", pa.nulls(size, pa.string()))
-            batch = batch.set_column(batch.schema.get_field_index("argv"), "argv",
-                                     pa.array([["sh", "-c", str(i)] if i % 2 else None for i in range(size)], pa.list_(pa.string())))
         writer.write(batch)
         batches.append(batch)
         n += size
@@ -51,7 +47,6 @@ def test_property_a_torn_tail_yields_only_complete_batches_then_the_rest(tmp_pat
         rest = reader.poll()
         assert reader.finished and reader.poll() == []
     got = first + rest
-    batches = [b for b in batches if b.num_rows]  # an empty batch holds no rows: nothing to hand on
     assert [b.to_pylist() for b in got] == [b.to_pylist() for b in batches]
     complete_prefix = 0
     for batch in first:
@@ -102,41 +97,3 @@ def test_discarding_a_tail_the_full_disk_cut_short_removes_it(tmp_path):
                 n += 200
         writer.discard()
         assert not (small / TAIL_NAME).exists()
-
-
-def _messages(data: bytes) -> list[pa.ipc.Message]:
-    return list(pa.ipc.MessageReader.open_stream(pa.BufferReader(data)))
-
-
-def test_a_unit_holds_only_the_columns_with_values_and_the_reader_restores_the_rest(tmp_path):
-    data, batches = _stream_bytes(tmp_path, [5, 3])
-    schemas = [pa.ipc.read_schema(m) for m in _messages(data) if m.type == "schema"]
-    assert len(schemas) == 2  # one unit per batch
-    common = {"kind", "evt_num", "ts", "cpu", "pid", "tid", "comm", "cgroup_id", "container_id", "syscall", "res"}
-    assert [set(s.names) for s in schemas] == [common | {"argv"}, common | {"path"}]
-    assert all(s.metadata[META_TAIL_UNITS] == b"1" for s in schemas)
-    with TailReader(tmp_path / TAIL_NAME) as reader:
-        got = reader.poll()
-        assert reader.finished
-        assert reader.schema.equals(schema.SCHEMA) and META_TAIL_UNITS not in (reader.schema.metadata or {})
-    assert [b.schema.equals(schema.SCHEMA) for b in got] == [True, True]
-    assert [b.to_pylist() for b in got] == [b.to_pylist() for b in batches]
-
-
-def test_a_tail_in_the_single_stream_layout_of_earlier_recorders_still_reads(tmp_path):
-    """A tail an older recorder left (one stream, no units) is read, e.g. by crash recovery after an upgrade."""
-    named = schema.SCHEMA.with_metadata({META_SEGMENT_NAME: b"seg-20261128T000000-000001.parquet"})
-    path = tmp_path / TAIL_NAME
-    batches = [event_batch(1, 4), event_batch(5, 2, syscall="execve")]
-    with open(path, "wb") as f:
-        stream = pa.ipc.new_stream(f, named, options=pa.ipc.IpcWriteOptions(compression="lz4"))
-        stream.write_batch(batches[0])
-        f.flush()
-        with TailReader(path) as reader:
-            assert [b.to_pylist() for b in reader.poll()] == [batches[0].to_pylist()]
-            assert reader.segment_name == "seg-20261128T000000-000001.parquet"
-            stream.write_batch(batches[1])
-            stream.close()
-            f.flush()
-            assert [b.to_pylist() for b in reader.poll()] == [batches[1].to_pylist()]
-            assert reader.finished
