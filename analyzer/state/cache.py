@@ -97,16 +97,20 @@ def _remove_replaced(capture: Capture, directory: Path, path: Path) -> None:
     """Remove the other caches that are stale or that the one at `path` supersedes."""
     built = {_input(seg) for seg in capture.segments}
     for other in directory.glob("state-*.duckdb"):
-        if other == path:
-            continue
-        try:
-            read = {tuple(entry) for entry in json.loads(_inputs_path(other).read_text())}
-        except (OSError, ValueError, TypeError):
-            read = None  # written before the inputs were recorded: treated as stale
-        if read is None or not other.name.startswith(f"state-v{STATE_VERSION}-") or read <= built \
-                or any(not _unchanged(capture.directory / name, size, mtime_ns) for name, size, mtime_ns in read):
+        if other != path and not _still_useful(other, capture.directory, built):
             other.unlink(missing_ok=True)
             _inputs_path(other).unlink(missing_ok=True)
+
+
+def _still_useful(cache: Path, capture_dir: Path, built: set[tuple[str, int, int]]) -> bool:
+    """Of this version, and built from unchanged segments that the new cache did not all read."""
+    if not cache.name.startswith(f"state-v{STATE_VERSION}-"):
+        return False
+    try:
+        read = {tuple(entry) for entry in json.loads(_inputs_path(cache).read_text())}
+    except (OSError, ValueError, TypeError):
+        return False  # written before the inputs were recorded
+    return not read <= built and all(_unchanged(capture_dir / name, size, mtime) for name, size, mtime in read)
 
 
 def _unchanged(segment: Path, size: int, mtime_ns: int) -> bool:
